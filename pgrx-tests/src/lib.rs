@@ -1,0 +1,101 @@
+//! Fixture for the client-side tests. `scripts/test` starts a cluster with
+//! the freshly installed extension and passes its address in `PGI_HOST`,
+//! `PGI_PORT` and the server's binaries directory in `PGI_BIN`.
+use postgres::{Client, NoTls};
+
+pub fn host() -> String {
+    std::env::var("PGI_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+pub fn port() -> u16 {
+    std::env::var("PGI_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(28916)
+}
+
+pub fn bin(tool: &str) -> String {
+    let dir = std::env::var("PGI_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    format!("{dir}/{tool}")
+}
+
+/// Connects to `db` as `user`.
+pub fn connect_as(db: &str, user: &str) -> Client {
+    let config = format!(
+        "host={} port={} user={user} dbname={db} application_name=pgi_tests",
+        host(),
+        port()
+    );
+    Client::connect(&config, NoTls).unwrap_or_else(|e| panic!("connect to {db} as {user}: {e}"))
+}
+
+pub fn connect(db: &str) -> Client {
+    connect_as(db, "postgres")
+}
+
+/// A database made afresh for one test, with the extension created.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new(name: &str) -> TestDb {
+        Self::without_extension(name).with_extension()
+    }
+
+    pub fn without_extension(name: &str) -> TestDb {
+        let mut admin = connect("postgres");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        TestDb {
+            name: name.to_string(),
+        }
+    }
+
+    fn with_extension(self) -> TestDb {
+        self.client()
+            .batch_execute("CREATE EXTENSION pg_invariants")
+            .unwrap();
+        self
+    }
+
+    pub fn client(&self) -> Client {
+        connect(&self.name)
+    }
+
+    pub fn client_as(&self, user: &str) -> Client {
+        connect_as(&self.name, user)
+    }
+}
+
+/// Creates a login role afresh (roles are shared by every database).
+pub fn fresh_role(name: &str) {
+    let mut admin = connect("postgres");
+    let exists: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
+            .unwrap();
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(result: Result<impl Sized, postgres::Error>) -> String {
+    match result {
+        Ok(_) => panic!("expected the statement to fail"),
+        Err(e) => e
+            .code()
+            .map(|c| c.code().to_string())
+            .unwrap_or_else(|| format!("no SQLSTATE: {e}")),
+    }
+}

@@ -1,0 +1,53 @@
+-- pg_invariants: the extension's own tables.
+-- The schema "invariants" is created by CREATE EXTENSION (see the control file).
+
+GRANT USAGE ON SCHEMA invariants TO PUBLIC;
+
+-- Every rule declared with invariants.add_rule or one of its shorthands.
+CREATE TABLE invariants.rule_definitions (
+    tbl        regclass    NOT NULL,
+    name       text        NOT NULL CHECK (name <> ''),
+    kind       text        NOT NULL,
+    spec       jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    created_by text        NOT NULL DEFAULT current_user,
+    PRIMARY KEY (tbl, name)
+);
+COMMENT ON TABLE invariants.rule_definitions IS
+    'Rules declared with invariants.add_rule and its shorthands; read it through the view invariants.rules.';
+
+-- Append-only record of removed and changed rows, so they can be restored.
+CREATE TABLE invariants.audit_log (
+    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at               timestamptz NOT NULL DEFAULT now(),
+    txid             xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    op               text        NOT NULL
+                     CHECK (op IN ('DELETE', 'TRUNCATE', 'PURGE', 'REPAIR', 'SOFT_DELETE', 'DROP', 'PRUNE')),
+    tbl              regclass,
+    schema_name      text        NOT NULL,
+    table_name       text        NOT NULL,
+    row_data         jsonb,
+    db_user          text        NOT NULL DEFAULT current_user,
+    "session_user"   text        NOT NULL DEFAULT session_user,
+    application_name text        DEFAULT pg_catalog.current_setting('application_name', true),
+    client_addr      inet        DEFAULT pg_catalog.inet_client_addr(),
+    trigger_depth    integer     NOT NULL DEFAULT pg_catalog.pg_trigger_depth(),
+    statement        text
+);
+CREATE INDEX audit_log_txid_idx ON invariants.audit_log (txid);
+CREATE INDEX audit_log_tbl_at_idx ON invariants.audit_log (tbl, at);
+COMMENT ON TABLE invariants.audit_log IS
+    'Append-only: one row per deleted, truncated, purged, repaired or dropped row. Only invariants.prune_audit removes entries.';
+
+-- pg_dump keeps the user's declarations and history.
+SELECT pg_catalog.pg_extension_config_dump('invariants.rule_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
+
+-- Not writable by PUBLIC: the extension's functions write them on a table
+-- owner's behalf. Rules are readable by everyone (they describe the schema);
+-- the audit log holds row data, so only its owner and roles granted SELECT
+-- read it.
+REVOKE ALL ON invariants.rule_definitions FROM PUBLIC;
+GRANT SELECT ON invariants.rule_definitions TO PUBLIC;
+REVOKE ALL ON invariants.audit_log FROM PUBLIC;

@@ -1,0 +1,202 @@
+//! `invariants.audit_log` is append-only: UPDATE, DELETE and TRUNCATE fail
+//! for every role, superusers included; only `invariants.prune_audit`
+//! removes entries, and it records that it did.
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::catalog::spi;
+use crate::errors::{fail, Code, InvariantError};
+use crate::privilege::as_extension_owner;
+
+thread_local! {
+    // Set only while prune_audit deletes; nothing a user runs can set it.
+    static PRUNING: Cell<bool> = const { Cell::new(false) };
+}
+
+crate::trigger_function!(
+    audit_log_append_only,
+    pg_finfo_audit_log_append_only,
+    refuse_changes
+);
+
+fn refuse_changes(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
+    // SAFETY: Postgres calls this function only as a trigger.
+    let trigger = unsafe { crate::errors::trigger_data(fcinfo)? };
+    let event = trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    if event == pg_sys::TRIGGER_EVENT_DELETE && PRUNING.with(Cell::get) {
+        return Ok(pg_sys::Datum::from(0));
+    }
+    let verb = match event {
+        pg_sys::TRIGGER_EVENT_UPDATE => "UPDATE",
+        pg_sys::TRIGGER_EVENT_DELETE => "DELETE",
+        pg_sys::TRIGGER_EVENT_TRUNCATE => "TRUNCATE",
+        _ => "this change",
+    };
+    Err(InvariantError::new(
+        Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("invariants.audit_log is append-only: {verb} is not allowed"),
+    )
+    .detail("The audit log keeps the only copy of removed rows; no role may change or remove its entries.")
+    .hint("To remove old entries call invariants.prune_audit(older_than interval), which records the pruning.")
+    .table("invariants", "audit_log"))
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION invariants.audit_log_append_only() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'audit_log_append_only';
+CREATE TRIGGER audit_log_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON invariants.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_log_append_only();
+-- Fire under session_replication_role = replica as well.
+ALTER TABLE invariants.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
+"#,
+    name = "audit_log_append_only",
+    requires = ["schema"]
+);
+
+/// Removes audit entries older than `older_than` and records one `PRUNE`
+/// entry saying how many and up to when. Not executable by PUBLIC.
+#[pg_extern]
+fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
+    let Some(older_than) = older_than else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument older_than must not be NULL",
+        );
+    };
+    let negative = spi(Spi::get_one_with_args::<bool>(
+        "SELECT $1 < interval '0'",
+        &[older_than.into()],
+    ));
+    if negative == Some(true) {
+        InvariantError::new(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "argument older_than must not be negative",
+        )
+        .hint("Pass how old entries must be to go, e.g. interval '90 days'.")
+        .raise();
+    }
+    as_extension_owner(|| {
+        PRUNING.with(|p| p.set(true));
+        let _reset = ResetPruning;
+        let removed = spi(Spi::get_one_with_args::<i64>(
+            "WITH gone AS (DELETE FROM invariants.audit_log WHERE at < now() - $1 RETURNING 1)
+             SELECT count(*) FROM gone",
+            &[older_than.into()],
+        ))
+        .unwrap_or(0);
+        spi(Spi::run_with_args(
+            "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement)
+             VALUES ('PRUNE', 'invariants.audit_log'::regclass, 'invariants', 'audit_log',
+                     jsonb_build_object('older_than', $1::text, 'before', now() - $1, 'removed', $2),
+                     CASE WHEN current_setting('invariants.audit_statement', true) = 'off' THEN NULL
+                          ELSE current_query() END)",
+            &[older_than.into(), removed.into()],
+        ));
+        removed
+    })
+}
+
+struct ResetPruning;
+
+impl Drop for ResetPruning {
+    fn drop(&mut self) {
+        PRUNING.with(|p| p.set(false));
+    }
+}
+
+pgrx::extension_sql!(
+    "REVOKE EXECUTE ON FUNCTION invariants.prune_audit(interval) FROM PUBLIC;",
+    name = "prune_audit_privileges",
+    requires = [prune_audit]
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::testing::{count, error_of, sqlstate_of};
+    use pgrx::prelude::*;
+
+    fn add_entry() {
+        Spi::run(
+            "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data)
+             VALUES ('DELETE', 'pg_class'::regclass, 'pg_catalog', 'pg_class', '{\"a\": 1}')",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn audit_log_refuses_update_delete_truncate_even_for_superuser() {
+        add_entry();
+        let error =
+            error_of("UPDATE invariants.audit_log SET op = 'DROP'").expect("update must fail");
+        assert_eq!(error.sqlstate, "42501");
+        assert!(error.message.contains("append-only"), "{error:?}");
+        assert!(error.hint.contains("prune_audit"), "{error:?}");
+        assert_eq!(
+            (error.schema.as_str(), error.table.as_str()),
+            ("invariants", "audit_log")
+        );
+        assert_eq!(sqlstate_of("DELETE FROM invariants.audit_log"), "42501");
+        assert_eq!(sqlstate_of("TRUNCATE invariants.audit_log"), "42501");
+        // Also with replication-role tricks.
+        Spi::run("SET LOCAL session_replication_role = replica").unwrap();
+        assert_eq!(sqlstate_of("DELETE FROM invariants.audit_log"), "42501");
+        Spi::run("SET LOCAL session_replication_role = origin").unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE'"),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn prune_audit_removes_old_entries_and_records_it() {
+        add_entry();
+        // Entries from this transaction are not older than a day: nothing goes.
+        let removed = Spi::get_one::<i64>("SELECT invariants.prune_audit('1 day')").unwrap();
+        assert_eq!(removed, Some(0));
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE'"),
+            1
+        );
+        Spi::run(
+            "INSERT INTO invariants.audit_log (at, op, schema_name, table_name)
+             VALUES (now() - interval '3 days', 'DELETE', 'public', 'old_one')",
+        )
+        .unwrap();
+        let removed = Spi::get_one::<i64>("SELECT invariants.prune_audit('1 day')").unwrap();
+        assert_eq!(removed, Some(1));
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE table_name = 'old_one'"),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'PRUNE'"),
+            2
+        );
+        assert_eq!(
+            count("SELECT (row_data->>'removed')::bigint FROM invariants.audit_log WHERE op = 'PRUNE' ORDER BY id DESC LIMIT 1"),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn prune_audit_rejects_bad_arguments() {
+        add_entry();
+        let error = error_of("SELECT invariants.prune_audit(NULL)").expect("NULL must fail");
+        assert_eq!(error.sqlstate, "22004");
+        assert!(error.message.contains("older_than"), "{error:?}");
+        let error =
+            error_of("SELECT invariants.prune_audit('-1 day')").expect("negative must fail");
+        assert_eq!(error.sqlstate, "22023");
+        assert!(error.message.contains("older_than"), "{error:?}");
+        assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 1);
+    }
+}

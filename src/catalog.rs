@@ -1,0 +1,261 @@
+//! Catalog access shared by every capability: validating table and column
+//! arguments, keys, partitions, and quoting names for generated SQL.
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::spi::SpiError;
+use pgrx::{FromDatum, IntoDatum};
+
+use crate::errors::{fail, Code, InvariantError};
+
+/// A `regclass` value as a function argument or result. Unlike pgrx's
+/// `PgRelation` it does not open the relation, so the extension can report a
+/// missing table itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Regclass(pub Oid);
+
+impl FromDatum for Regclass {
+    unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: Oid) -> Option<Self> {
+        // SAFETY: a regclass datum is an oid passed by value.
+        unsafe { Oid::from_polymorphic_datum(datum, is_null, pg_sys::OIDOID) }.map(Regclass)
+    }
+}
+
+impl IntoDatum for Regclass {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        self.0.into_datum()
+    }
+    fn type_oid() -> Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+pgrx::impl_sql_translatable!(Regclass, "regclass");
+
+/// Unwraps an SPI result; SPI-level failures are internal errors, since every
+/// statement the extension runs is its own.
+pub fn spi<T>(result: Result<T, SpiError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => fail(
+            Code::ERRCODE_INTERNAL_ERROR,
+            format!("pg_invariants: SPI failed: {error}"),
+        ),
+    }
+}
+
+/// Quotes an identifier for generated SQL, always with double quotes.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for generated SQL.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A user table (plain or partitioned) that a capability is declared on.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub oid: Oid,
+    pub schema: String,
+    pub name: String,
+    pub partitioned: bool,
+}
+
+impl Table {
+    /// `"schema"."name"`, ready for generated SQL.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// `schema.name`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Looks a table up by oid without checking who may use it.
+    pub fn lookup(oid: Oid) -> Option<Table> {
+        let row = spi(Spi::get_three_with_args::<String, String, String>(
+            "SELECT n.nspname::text, c.relname::text, c.relkind::text
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = $1",
+            &[oid.into()],
+        ));
+        match row {
+            (Some(schema), Some(name), Some(kind)) => Some(Table {
+                oid,
+                schema,
+                name,
+                partitioned: kind == "p",
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Validates a `regclass` argument named `arg`: it must be given, exist, be a
+/// table or partitioned table outside the extension's schema, and be owned by
+/// the current user (or a role it belongs to).
+pub fn table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
+    let Some(Regclass(oid)) = tbl else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("argument {arg} must not be NULL"),
+        );
+    };
+    let (kind, is_owner) = spi(Spi::get_two_with_args::<String, bool>(
+        "SELECT c.relkind::text, pg_catalog.pg_has_role(c.relowner, 'USAGE')
+           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[oid.into()],
+    ));
+    let (Some(kind), Some(table)) = (kind, Table::lookup(oid)) else {
+        fail(
+            Code::ERRCODE_UNDEFINED_TABLE,
+            format!("argument {arg}: no table with OID {} exists", oid.to_u32()),
+        );
+    };
+    if kind != "r" && kind != "p" {
+        InvariantError::new(
+            Code::ERRCODE_WRONG_OBJECT_TYPE,
+            format!(
+                "argument {arg}: \"{}\" is {}, not a table",
+                table.display(),
+                relkind_noun(&kind)
+            ),
+        )
+        .hint("pg_invariants works on ordinary and partitioned tables.")
+        .raise();
+    }
+    if table.schema == "invariants" {
+        fail(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!(
+                "argument {arg}: \"{}\" belongs to pg_invariants itself",
+                table.display()
+            ),
+        );
+    }
+    if is_owner != Some(true) {
+        InvariantError::new(
+            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be owner of table {}", table.display()),
+        )
+        .hint("Only the table's owner (or a member of the owning role) can change its invariants.")
+        .raise();
+    }
+    table
+}
+
+fn relkind_noun(kind: &str) -> &'static str {
+    match kind {
+        "v" => "a view",
+        "m" => "a materialized view",
+        "i" | "I" => "an index",
+        "S" => "a sequence",
+        "f" => "a foreign table",
+        "c" => "a composite type",
+        "t" => "a TOAST table",
+        _ => "not a table",
+    }
+}
+
+/// A live (not dropped) column of a table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub attnum: i16,
+    pub type_oid: Oid,
+    /// The type as `format_type` spells it, e.g. `timestamp with time zone`.
+    pub type_name: String,
+}
+
+/// Every live column of `oid`, in attribute order.
+pub fn columns(oid: Oid) -> Vec<Column> {
+    Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT attname::text, attnum, atttypid, pg_catalog.format_type(atttypid, atttypmod)
+               FROM pg_catalog.pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+              ORDER BY attnum",
+            None,
+            &[oid.into()],
+        ));
+        rows.map(|row| Column {
+            name: spi(row.get::<String>(1)).unwrap_or_default(),
+            attnum: spi(row.get::<i16>(2)).unwrap_or_default(),
+            type_oid: spi(row.get::<Oid>(3)).unwrap_or(pg_sys::InvalidOid),
+            type_name: spi(row.get::<String>(4)).unwrap_or_default(),
+        })
+        .collect()
+    })
+}
+
+/// Validates a column-name argument named `arg` against `table`.
+pub fn column_arg(table: &Table, name: Option<&str>, arg: &str) -> Column {
+    let Some(name) = name else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("argument {arg} must not be NULL"),
+        );
+    };
+    match columns(table.oid).into_iter().find(|c| c.name == name) {
+        Some(column) => column,
+        None => InvariantError::new(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "argument {arg}: column \"{name}\" of table {} does not exist",
+                table.display()
+            ),
+        )
+        .raise(),
+    }
+}
+
+/// The columns that identify a row, for messages and `key` values: the
+/// primary key, else the first unique index without nulls, else none.
+pub fn key_columns(oid: Oid) -> Vec<String> {
+    let names = spi(Spi::get_one_with_args::<Vec<String>>(
+        "SELECT array_agg(a.attname::text ORDER BY k.ord)
+           FROM (SELECT i.indkey, i.indisprimary FROM pg_catalog.pg_index i
+                  WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                    AND i.indimmediate
+                  ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1) x
+           CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum",
+        &[oid.into()],
+    ));
+    names.unwrap_or_default()
+}
+
+/// `oid` and every partition below it, at any depth.
+pub fn partition_tree(oid: Oid) -> Vec<Oid> {
+    let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
+        "SELECT array_agg(relid) FROM pg_catalog.pg_partition_tree($1)",
+        &[Regclass(oid).into()],
+    ));
+    match oids {
+        Some(oids) if !oids.is_empty() => oids,
+        _ => vec![oid],
+    }
+}
+
+/// `oid` and every partitioned table above it, nearest first.
+pub fn self_and_ancestors(oid: Oid) -> Vec<Oid> {
+    let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
+        "SELECT array_agg(a ORDER BY n) FROM (
+             SELECT $1::oid AS a, 0 AS n
+             UNION ALL
+             SELECT relid, row_number() OVER () FROM pg_catalog.pg_partition_ancestors($2)) s",
+        &[oid.into(), Regclass(oid).into()],
+    ));
+    oids.unwrap_or_else(|| vec![oid])
+}
+
+/// Tells every backend to forget what it cached about `oid` and its
+/// partitions, at commit.
+pub fn invalidate(oid: Oid) {
+    for relid in partition_tree(oid) {
+        // SAFETY: queues an invalidation message; the relation need not be open.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    }
+}

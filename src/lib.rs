@@ -1,0 +1,44 @@
+//! pg_invariants: a database's invariants kept inside PostgreSQL.
+//!
+//! The shared core lives in `errors`, `guc`, `catalog`, `relcache` and
+//! `privilege`; each capability has its own module whose files are named after
+//! the SQL functions and triggers they define.
+#![deny(ffi_unwind_calls)]
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+pub mod audit_log;
+pub mod catalog;
+pub mod errors;
+pub mod guc;
+pub mod privilege;
+pub mod relcache;
+
+// The schema's tables, views and grants. Everything else is declared next to
+// the Rust code it calls.
+pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+    relcache::register_invalidation_callback();
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'pg_cron'",
+            "cron.database_name = 'pgrx_tests'",
+        ]
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+pub mod testing;
