@@ -1,5 +1,6 @@
 -- pg_invariants: the extension's own tables.
--- The schema "invariants" is created by CREATE EXTENSION (see the control file).
+-- Created here, not by the control file, so that DROP EXTENSION removes it.
+CREATE SCHEMA invariants;
 
 GRANT USAGE ON SCHEMA invariants TO PUBLIC;
 

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::catalog::spi;
+use crate::catalog::{spi, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::as_extension_owner;
 
@@ -59,7 +59,7 @@ ALTER TABLE invariants.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
 
 /// Removes audit entries older than `older_than` and records one `PRUNE`
 /// entry saying how many and up to when. Not executable by PUBLIC.
-#[pg_extern]
+#[pg_extern(schema = "invariants")]
 fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
     let Some(older_than) = older_than else {
         fail(
@@ -97,6 +97,33 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
             &[older_than.into(), removed.into()],
         ));
         removed
+    })
+}
+
+/// Appends one entry per row image in `rows` (jsonb), for `op` on `table`.
+/// Runs as the extension's owner: only this insert, never user code.
+pub fn record_rows(op: &str, table: &Table, rows: Vec<pgrx::JsonB>) {
+    if rows.is_empty() {
+        return;
+    }
+    let statement: Option<String> = if crate::guc::AUDIT_STATEMENT.get() {
+        spi(Spi::get_one::<String>("SELECT pg_catalog.current_query()"))
+    } else {
+        None
+    };
+    as_extension_owner(|| {
+        spi(Spi::run_with_args(
+            "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement)
+             SELECT $1, $2, $3, $4, r, $5 FROM unnest($6::jsonb[]) AS r",
+            &[
+                op.into(),
+                Regclass(table.oid).into(),
+                table.schema.as_str().into(),
+                table.name.as_str().into(),
+                statement.into(),
+                rows.into(),
+            ],
+        ))
     })
 }
 

@@ -31,6 +31,32 @@ impl IntoDatum for Regclass {
 
 pgrx::impl_sql_translatable!(Regclass, "regclass");
 
+// SAFETY: a regclass argument is an oid datum, which FromDatum reads.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the caller guarantees a non-null regclass argument.
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(Regclass(pg_sys::InvalidOid))
+    }
+
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
+        // SAFETY: as above; NULL becomes Nullable::Null.
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+// SAFETY: returns the oid by value, as a regclass result is.
+unsafe impl pgrx::callconv::BoxRet for Regclass {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        // SAFETY: an oid datum is a valid return value for a regclass result.
+        unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
+    }
+}
+
 /// Unwraps an SPI result; SPI-level failures are internal errors, since every
 /// statement the extension runs is its own.
 pub fn spi<T>(result: Result<T, SpiError>) -> T {

@@ -13,12 +13,25 @@ pub mod audit_log;
 pub mod catalog;
 pub mod errors;
 pub mod guc;
+pub mod health;
 pub mod privilege;
 pub mod relcache;
+pub mod rules;
+pub mod tuple;
+
+/// The extension's schema. It is created by the extension script (not by the
+/// control file) so that DROP EXTENSION removes it too.
+#[pg_schema]
+pub mod invariants {}
 
 // The schema's tables, views and grants. Everything else is declared next to
 // the Rust code it calls.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+pgrx::extension_sql_file!(
+    "../sql/helpers.sql",
+    name = "helpers",
+    requires = ["schema"]
+);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,0 +1,157 @@
+//! `invariants.health()`: one jsonb report of rule violations, protections
+//! that are missing or switched off, and what to run to fix each.
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+use crate::catalog::{quote_literal, spi};
+use crate::rules::declare::TRIGGER_NAME;
+use crate::rules::violations::{count, detectable, percent};
+
+/// 100 minus the percentage of rows violating any rule, rounded down.
+fn health_score(violating: i64, total: i64) -> i64 {
+    if total == 0 {
+        return 100;
+    }
+    // 100 - ceil(100 * violating / total), in integers.
+    100 - (100 * violating + total - 1) / total
+}
+
+fn status(violating: i64, total: i64) -> &'static str {
+    if violating == 0 {
+        "healthy"
+    } else if 100 * violating < 5 * total {
+        "degraded"
+    } else {
+        "critical"
+    }
+}
+
+#[pg_extern(schema = "invariants")]
+fn health() -> JsonB {
+    let (detectable, broken) = detectable(None);
+    let counts = count(&detectable);
+    let total: i64 = counts.iter().map(|c| c.total).sum();
+    let violating: i64 = counts.iter().map(|c| c.violating_any).sum();
+
+    let mut rules = Vec::new();
+    let mut recommendations = Vec::new();
+    for table_counts in &counts {
+        let table = table_counts.table.display();
+        for (rule, rule_violating) in &table_counts.per_rule {
+            let repairable = detectable.iter().any(|d| {
+                d.table.oid == table_counts.table.oid
+                    && &d.rule.name == rule
+                    && d.rule.spec.repair().is_some()
+            });
+            rules.push(json!({
+                "table": table,
+                "rule": rule,
+                "violating": rule_violating,
+                "total": table_counts.total,
+                "pct": percent(*rule_violating, table_counts.total).to_string().parse::<f64>().unwrap_or(0.0),
+                "repairable": repairable,
+            }));
+            if *rule_violating > 0 {
+                let args = format!("{}, {}", quote_literal(&table), quote_literal(rule));
+                recommendations.push(if repairable {
+                    format!("{rule_violating} rows of {table} violate rule \"{rule}\": SELECT * FROM invariants.repair({args});")
+                } else {
+                    format!("{rule_violating} rows of {table} violate rule \"{rule}\", which has no repair: inspect them with SELECT * FROM invariants.violating_rows({args});")
+                });
+            }
+        }
+    }
+
+    let mut protections = Vec::new();
+    for b in &broken {
+        let table = b.table.display();
+        protections.push(
+            json!({"table": table, "protection": "rules", "state": "broken", "problem": b.problem}),
+        );
+        recommendations.push(format!(
+            "{}: drop it with SELECT invariants.drop_rule({}, {}); and declare it again.",
+            b.problem,
+            quote_literal(&table),
+            quote_literal(&b.rule)
+        ));
+    }
+    for (table, state) in rule_trigger_problems() {
+        let fix = if state == "missing" {
+            format!("the trigger {TRIGGER_NAME} of {table} is missing, so its rules are not enforced: drop and declare its rules again (invariants.drop_rule, invariants.add_rule).")
+        } else {
+            format!("the trigger {TRIGGER_NAME} of {table} is disabled, so its rules are not enforced: ALTER TABLE {table} ENABLE TRIGGER {TRIGGER_NAME};")
+        };
+        protections.push(
+            json!({"table": table, "protection": "rules", "state": state,
+                                "problem": format!("trigger {TRIGGER_NAME} is {state}")}),
+        );
+        recommendations.push(fix);
+    }
+    if detectable.iter().any(|d| d.rule.spec.repair().is_some()) && !repair_scheduled() {
+        recommendations.push(
+            "Repairs run only when called: schedule them with SELECT invariants.schedule_repair('*/5 * * * *'); (needs pg_cron).".into(),
+        );
+    }
+
+    JsonB(json!({
+        "health_score": health_score(violating, total),
+        "status": status(violating, total),
+        "rows": {"total": total, "violating": violating},
+        "rules": Value::Array(rules),
+        "protections": Value::Array(protections),
+        "recommendations": recommendations,
+    }))
+}
+
+/// Tables with rules whose trigger is missing, or not enabled for
+/// ordinary sessions (state "disabled").
+fn rule_trigger_problems() -> Vec<(String, String)> {
+    Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT DISTINCT r.tbl::text,
+                    CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END
+               FROM invariants.rule_definitions r
+               LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.tbl AND t.tgname = $1
+              WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')
+              ORDER BY 1",
+            None,
+            &[TRIGGER_NAME.into()],
+        ));
+        rows.map(|row| {
+            (
+                spi(row.get::<String>(1)).unwrap_or_default(),
+                spi(row.get::<String>(2)).unwrap_or_default(),
+            )
+        })
+        .collect()
+    })
+}
+
+fn repair_scheduled() -> bool {
+    let has_cron = spi(Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')",
+    ));
+    has_cron == Some(true)
+        && spi(Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = 'pg_invariants_repair')",
+        )) == Some(true)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::{health_score, status};
+
+    #[pgrx::pg_test]
+    fn score_is_100_minus_violating_percentage_rounded_down() {
+        assert_eq!(health_score(0, 0), 100);
+        assert_eq!(health_score(0, 10), 100);
+        assert_eq!(health_score(53, 73), 27); // 100 - 72.6 = 27.4
+        assert_eq!(health_score(1, 1000), 99); // 99.9
+        assert_eq!(health_score(10, 10), 0);
+        assert_eq!(status(0, 10), "healthy");
+        assert_eq!(status(4, 100), "degraded");
+        assert_eq!(status(5, 100), "critical");
+    }
+}

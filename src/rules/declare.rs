@@ -1,0 +1,342 @@
+//! Declaring rules: `invariants.add_rule`, its four shorthands,
+//! `invariants.drop_rule`, the `invariants.rules` view, and the one
+//! `invariants_rules` trigger per table they (re)install.
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use super::spec::{
+    AllowTransitions, Repair, RequireNotNull, RequireOnSet, RuleSpec, WriteOnce, WriteOnceMode,
+};
+use crate::catalog::{invalidate, quote_ident, spi, table_arg, Regclass, Table};
+use crate::errors::{fail, Code, InvariantError};
+use crate::privilege::as_extension_owner;
+
+pub const TRIGGER_NAME: &str = "invariants_rules";
+
+/// Declares a rule of any kind; returns its name.
+#[pg_extern(schema = "invariants")]
+fn add_rule(
+    tbl: Option<Regclass>,
+    name: Option<&str>,
+    kind: Option<&str>,
+    spec: Option<JsonB>,
+) -> String {
+    let table = table_arg(tbl, "tbl");
+    let Some(kind) = kind else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument kind must not be NULL",
+        )
+    };
+    let Some(JsonB(spec)) = spec else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument spec must not be NULL",
+        )
+    };
+    let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| e.raise());
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument name must not be NULL",
+        ),
+    };
+    declare(&table, &name, spec)
+}
+
+/// `column` must not be NULL while `when_column` holds one of `when_values`.
+#[pg_extern(schema = "invariants")]
+#[allow(clippy::too_many_arguments)]
+fn require_not_null(
+    tbl: Option<Regclass>,
+    column: Option<&str>,
+    when_column: Option<&str>,
+    when_values: Option<Vec<Option<String>>>,
+    name: default!(Option<&str>, "NULL"),
+    message: default!(Option<&str>, "NULL"),
+    repair: default!(Option<JsonB>, "NULL"),
+) -> String {
+    let table = table_arg(tbl, "tbl");
+    let column = required(column, "column");
+    let when_column = required(when_column, "when_column");
+    let spec = RuleSpec::RequireNotNull(RequireNotNull {
+        when_values: values_arg(when_values, "when_values"),
+        message: message.map(str::to_string),
+        repair: repair_arg(repair),
+        column: column.clone(),
+        when_column: when_column.clone(),
+    });
+    let name = name.map_or_else(
+        || format!("{column}_required_when_{when_column}"),
+        str::to_string,
+    );
+    declare(&table, &name, spec)
+}
+
+/// Once `when_column` is set (not NULL), `column` must be one of `allowed`.
+#[pg_extern(schema = "invariants")]
+fn require_on_set(
+    tbl: Option<Regclass>,
+    column: Option<&str>,
+    when_column: Option<&str>,
+    allowed: Option<Vec<Option<String>>>,
+    name: default!(Option<&str>, "NULL"),
+    message: default!(Option<&str>, "NULL"),
+    repair: default!(Option<JsonB>, "NULL"),
+) -> String {
+    let table = table_arg(tbl, "tbl");
+    let column = required(column, "column");
+    let when_column = required(when_column, "when_column");
+    let spec = RuleSpec::RequireOnSet(RequireOnSet {
+        allowed: values_arg(allowed, "allowed"),
+        message: message.map(str::to_string),
+        repair: repair_arg(repair),
+        column: column.clone(),
+        when_column: when_column.clone(),
+    });
+    let name = name.map_or_else(
+        || format!("{column}_allowed_when_{when_column}_set"),
+        str::to_string,
+    );
+    declare(&table, &name, spec)
+}
+
+/// Once set, `column` is never cleared (`no_clear`) or never changed (`immutable`).
+#[pg_extern(schema = "invariants")]
+fn write_once(
+    tbl: Option<Regclass>,
+    column: Option<&str>,
+    mode: default!(Option<&str>, "'no_clear'"),
+    name: default!(Option<&str>, "NULL"),
+    message: default!(Option<&str>, "NULL"),
+) -> String {
+    let table = table_arg(tbl, "tbl");
+    let column = required(column, "column");
+    let mode = match mode {
+        Some("no_clear") => WriteOnceMode::NoClear,
+        Some("immutable") => WriteOnceMode::Immutable,
+        Some(other) => InvariantError::new(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("argument mode: unknown mode \"{other}\""),
+        )
+        .hint("Use 'no_clear' (never back to NULL) or 'immutable' (never changes once set).")
+        .raise(),
+        None => fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument mode must not be NULL",
+        ),
+    };
+    let suffix = if mode == WriteOnceMode::Immutable {
+        "immutable"
+    } else {
+        "write_once"
+    };
+    let name = name.map_or_else(|| format!("{column}_{suffix}"), str::to_string);
+    let spec = RuleSpec::WriteOnce(WriteOnce {
+        column,
+        mode,
+        message: message.map(str::to_string),
+    });
+    declare(&table, &name, spec)
+}
+
+/// `column` may change only along the edges of `graph`
+/// (`{"pending": ["queued", "sent"], ...}`).
+#[pg_extern(schema = "invariants")]
+fn allow_transitions(
+    tbl: Option<Regclass>,
+    column: Option<&str>,
+    graph: Option<JsonB>,
+    name: default!(Option<&str>, "NULL"),
+    message: default!(Option<&str>, "NULL"),
+) -> String {
+    let table = table_arg(tbl, "tbl");
+    let column = required(column, "column");
+    let Some(JsonB(graph)) = graph else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument graph must not be NULL",
+        )
+    };
+    let graph = serde_json::from_value(graph).unwrap_or_else(|e| {
+        InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument graph: {e}"))
+            .hint("Pass an object mapping each state to the list of states it may change to, e.g. {\"pending\": [\"sent\"]}.")
+            .raise()
+    });
+    let name = name.map_or_else(|| format!("{column}_transitions"), str::to_string);
+    let spec = RuleSpec::AllowTransitions(AllowTransitions {
+        column,
+        graph,
+        message: message.map(str::to_string),
+        repair: None,
+    });
+    declare(&table, &name, spec)
+}
+
+/// Removes a rule; the table's trigger is reinstalled without it.
+#[pg_extern(schema = "invariants")]
+fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
+    let table = table_arg(tbl, "tbl");
+    let name = required(name, "name");
+    let removed = as_extension_owner(|| {
+        spi(Spi::get_one_with_args::<i64>(
+            "WITH gone AS (DELETE FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2 RETURNING 1)
+             SELECT count(*) FROM gone",
+            &[Regclass(table.oid).into(), name.as_str().into()],
+        ))
+    });
+    if removed != Some(1) {
+        InvariantError::new(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            format!("rule \"{name}\" of table {} does not exist", table.display()),
+        )
+        .hint("SELECT name FROM invariants.rules WHERE tbl = '...'::regclass lists the table's rules.")
+        .raise();
+    }
+    install_trigger(&table);
+}
+
+fn required(value: Option<&str>, arg: &str) -> String {
+    match value {
+        Some(value) if !value.is_empty() => value.to_string(),
+        Some(_) => fail(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("argument {arg} must not be empty"),
+        ),
+        None => fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("argument {arg} must not be NULL"),
+        ),
+    }
+}
+
+fn values_arg(values: Option<Vec<Option<String>>>, arg: &str) -> Vec<String> {
+    let Some(values) = values else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("argument {arg} must not be NULL"),
+        )
+    };
+    values
+        .into_iter()
+        .map(|v| {
+            v.unwrap_or_else(|| {
+                fail(
+                    Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                    format!("argument {arg} must not contain NULL"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn repair_arg(repair: Option<JsonB>) -> Option<Repair> {
+    repair.map(|JsonB(value)| {
+        serde_json::from_value(value).unwrap_or_else(|e| {
+            InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument repair: {e}"))
+                .hint("Pass {\"set\": {\"column\": value}, \"touch\": [\"updated_at\"], \"group_by\": \"column\"}.")
+                .raise()
+        })
+    })
+}
+
+/// Validates and stores a rule, then reinstalls the table's trigger.
+fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
+    if name.is_empty() {
+        fail(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "argument name must not be empty",
+        );
+    }
+    let is_partition = spi(Spi::get_one_with_args::<bool>(
+        "SELECT relispartition FROM pg_catalog.pg_class WHERE oid = $1",
+        &[table.oid.into()],
+    ));
+    if is_partition == Some(true) {
+        InvariantError::new(
+            Code::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("argument tbl: {} is a partition", table.display()),
+        )
+        .hint("Declare rules on the partitioned table; they hold in every partition, present and future.")
+        .raise();
+    }
+    let exists = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2)",
+        &[Regclass(table.oid).into(), name.into()],
+    ));
+    if exists == Some(true) {
+        InvariantError::new(
+            Code::ERRCODE_DUPLICATE_OBJECT,
+            format!(
+                "rule \"{name}\" already exists on table {}",
+                table.display()
+            ),
+        )
+        .hint("Choose another name, or drop the rule first with invariants.drop_rule.")
+        .raise();
+    }
+    spec.validate(table).unwrap_or_else(|e| e.raise());
+    as_extension_owner(|| {
+        spi(Spi::run_with_args(
+            "INSERT INTO invariants.rule_definitions (tbl, name, kind, spec, created_by)
+             VALUES ($1, $2, $3, $4, session_user)",
+            &[
+                Regclass(table.oid).into(),
+                name.into(),
+                spec.kind().into(),
+                JsonB(spec.to_json()).into(),
+            ],
+        ))
+    });
+    install_trigger(table);
+    name.to_string()
+}
+
+/// (Re)creates the table's `invariants_rules` trigger so that it fires on
+/// INSERT and on UPDATE of exactly the columns its rules read; drops it when
+/// no rule is left.
+pub fn install_trigger(table: &Table) {
+    let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
+    let mut columns: Vec<String> = rules
+        .iter()
+        .flat_map(|rule| rule.spec.columns())
+        .map(quote_ident)
+        .collect();
+    columns.sort();
+    columns.dedup();
+    let drop = format!(
+        "DROP TRIGGER IF EXISTS {} ON {}",
+        quote_ident(TRIGGER_NAME),
+        table.qualified()
+    );
+    spi(Spi::run(&drop));
+    if !columns.is_empty() {
+        spi(Spi::run(&format!(
+            "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION invariants.enforce_rules()",
+            quote_ident(TRIGGER_NAME),
+            columns.join(", "),
+            table.qualified()
+        )));
+    }
+    invalidate(table.oid);
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE VIEW invariants.rules AS
+SELECT r.tbl,
+       r.name,
+       r.kind,
+       r.spec,
+       r.spec ->> 'message'        AS message,
+       r.kind <> 'write_once'      AS detectable,
+       r.spec ? 'repair'           AS repairable,
+       r.created_at,
+       r.created_by
+  FROM invariants.rule_definitions r;
+GRANT SELECT ON invariants.rules TO PUBLIC;
+"#,
+    name = "rules_view",
+    requires = ["schema"]
+);

@@ -1,0 +1,65 @@
+//! Row-state rules (incident 1): declared once, and from that one
+//! declaration enforced by a trigger, detected in stored rows, and repaired.
+//!
+//! - `declare.rs`: `add_rule`, its shorthands, `drop_rule`, the `rules` view
+//!   and the installation of the `invariants_rules` trigger;
+//! - `enforce_rules.rs`: the trigger function `invariants.enforce_rules()`;
+//! - `violations.rs`: `violations()` and `violating_rows()`;
+//! - `repair.rs`: `repair()`, `schedule_repair()`, `unschedule_repair()`;
+//! - `spec.rs`: the rule declarations and their validation.
+pub mod declare;
+pub mod enforce_rules;
+pub mod repair;
+pub mod spec;
+pub mod violations;
+
+use pgrx::pg_sys::Oid;
+use pgrx::prelude::*;
+
+use crate::catalog::spi;
+use crate::errors::InvariantError;
+use spec::RuleSpec;
+
+/// A stored rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub tbl: Oid,
+    pub name: String,
+    pub spec: RuleSpec,
+}
+
+/// The rules declared on the given tables (all tables when `tables` is None),
+/// ordered by table and name.
+pub fn load(tables: Option<&[Oid]>) -> Result<Vec<Rule>, InvariantError> {
+    let oids: Option<Vec<Oid>> = tables.map(|t| t.to_vec());
+    let rows: Vec<(Oid, String, String, pgrx::JsonB)> = Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT tbl::oid, name, kind, spec FROM invariants.rule_definitions
+              WHERE $1::oid[] IS NULL OR tbl::oid = ANY ($1)
+              ORDER BY tbl::oid, name",
+            None,
+            &[oids.into()],
+        ));
+        rows.map(|row| {
+            (
+                spi(row.get::<Oid>(1)).unwrap_or(pgrx::pg_sys::InvalidOid),
+                spi(row.get::<String>(2)).unwrap_or_default(),
+                spi(row.get::<String>(3)).unwrap_or_default(),
+                spi(row.get::<pgrx::JsonB>(4)).unwrap_or(pgrx::JsonB(serde_json::Value::Null)),
+            )
+        })
+        .collect()
+    });
+    rows.into_iter()
+        .map(|(tbl, name, kind, spec)| {
+            Ok(Rule {
+                tbl,
+                name,
+                spec: RuleSpec::parse(&kind, &spec.0)?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;

@@ -1,0 +1,131 @@
+//! Reading column values straight from heap tuples in trigger bodies, with
+//! attribute numbers resolved once per relation (see `relcache`).
+use std::ffi::CStr;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+
+use crate::catalog::Column;
+
+/// A heap tuple with the descriptor to read it.
+#[derive(Clone, Copy)]
+pub struct Row {
+    pub tuple: pg_sys::HeapTuple,
+    pub desc: pg_sys::TupleDesc,
+}
+
+/// How to read one column of one relation.
+#[derive(Debug, Clone)]
+pub struct ColumnReader {
+    pub name: String,
+    attnum: i32,
+    /// text and varchar: compared by their bytes, without an output call.
+    text_like: bool,
+    output_fn: Oid,
+    typlen: i16,
+    typbyval: bool,
+}
+
+impl ColumnReader {
+    pub fn new(column: &Column) -> ColumnReader {
+        let mut output_fn = pg_sys::InvalidOid;
+        let mut is_varlena = false;
+        let mut typlen = 0i16;
+        let mut typbyval = false;
+        // SAFETY: plain syscache lookups of an existing type, into locals.
+        unsafe {
+            pg_sys::getTypeOutputInfo(column.type_oid, &mut output_fn, &mut is_varlena);
+            pg_sys::get_typlenbyval(column.type_oid, &mut typlen, &mut typbyval);
+        }
+        ColumnReader {
+            name: column.name.clone(),
+            attnum: column.attnum as i32,
+            text_like: column.type_oid == pg_sys::TEXTOID || column.type_oid == pg_sys::VARCHAROID,
+            output_fn,
+            typlen,
+            typbyval,
+        }
+    }
+
+    /// The column's datum, or None for NULL.
+    pub fn datum(&self, row: Row) -> Option<Datum> {
+        let mut is_null = false;
+        // SAFETY: `row` comes from the trigger manager for this relation, and
+        // `attnum` was resolved against this relation's descriptor.
+        let datum = unsafe { pg_sys::heap_getattr(row.tuple, self.attnum, row.desc, &mut is_null) };
+        (!is_null).then_some(datum)
+    }
+
+    pub fn is_null(&self, row: Row) -> bool {
+        self.datum(row).is_none()
+    }
+
+    /// The value in its type's text form, as bytes; None for NULL.
+    pub fn text(&self, row: Row) -> Option<Vec<u8>> {
+        let datum = self.datum(row)?;
+        // SAFETY: `datum` is a non-null value of this column's type; text
+        // and varchar are varlenas, and the output function returns a
+        // palloc'd C string in the per-row memory context.
+        unsafe {
+            if self.text_like {
+                let packed = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+                let len = pgrx::varlena::varsize_any_exhdr(packed);
+                let data = pgrx::varlena::vardata_any(packed) as *const u8;
+                Some(std::slice::from_raw_parts(data, len).to_vec())
+            } else {
+                let text = pg_sys::OidOutputFunctionCall(self.output_fn, datum);
+                Some(CStr::from_ptr(text).to_bytes().to_vec())
+            }
+        }
+    }
+
+    /// The value for messages: a quoted literal, or NULL.
+    pub fn display(&self, row: Row) -> String {
+        match self.text(row) {
+            None => "NULL".into(),
+            Some(bytes) => format!("'{}'", String::from_utf8_lossy(&bytes)),
+        }
+    }
+
+    /// True when both rows hold the same binary image in this column.
+    pub fn same_image(&self, a: Row, b: Row) -> bool {
+        match (self.datum(a), self.datum(b)) {
+            (None, None) => true,
+            (Some(x), Some(y)) => self.images_equal(x, y),
+            _ => false,
+        }
+    }
+
+    fn images_equal(&self, x: Datum, y: Datum) -> bool {
+        if self.typbyval {
+            return x == y;
+        }
+        // SAFETY: both are non-null values of this column's type: varlenas
+        // (typlen -1), C strings (-2) or fixed-length by reference.
+        unsafe {
+            match self.typlen {
+                -1 => {
+                    let px = pg_sys::pg_detoast_datum_packed(x.cast_mut_ptr());
+                    let py = pg_sys::pg_detoast_datum_packed(y.cast_mut_ptr());
+                    let (lx, ly) = (
+                        pgrx::varlena::varsize_any_exhdr(px),
+                        pgrx::varlena::varsize_any_exhdr(py),
+                    );
+                    lx == ly
+                        && std::slice::from_raw_parts(
+                            pgrx::varlena::vardata_any(px) as *const u8,
+                            lx,
+                        ) == std::slice::from_raw_parts(
+                            pgrx::varlena::vardata_any(py) as *const u8,
+                            ly,
+                        )
+                }
+                -2 => CStr::from_ptr(x.cast_mut_ptr()) == CStr::from_ptr(y.cast_mut_ptr()),
+                len => {
+                    let len = len as usize;
+                    std::slice::from_raw_parts(x.cast_mut_ptr::<u8>() as *const u8, len)
+                        == std::slice::from_raw_parts(y.cast_mut_ptr::<u8>() as *const u8, len)
+                }
+            }
+        }
+    }
+}
