@@ -69,6 +69,14 @@ pub fn spi<T>(result: Result<T, SpiError>) -> T {
     }
 }
 
+/// Like [`spi`] for a query that may return no row: None then.
+pub fn spi_row<T>(result: Result<T, SpiError>) -> Option<T> {
+    match result {
+        Err(SpiError::InvalidPosition) => None,
+        other => Some(spi(other)),
+    }
+}
+
 /// Quotes an identifier for generated SQL, always with double quotes.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -101,13 +109,13 @@ impl Table {
 
     /// Looks a table up by oid without checking who may use it.
     pub fn lookup(oid: Oid) -> Option<Table> {
-        let row = spi(Spi::get_three_with_args::<String, String, String>(
+        let row = spi_row(Spi::get_three_with_args::<String, String, String>(
             "SELECT n.nspname::text, c.relname::text, c.relkind::text
                FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE c.oid = $1",
             &[oid.into()],
         ));
-        match row {
+        match row? {
             (Some(schema), Some(name), Some(kind)) => Some(Table {
                 oid,
                 schema,
@@ -129,11 +137,12 @@ pub fn table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
             format!("argument {arg} must not be NULL"),
         );
     };
-    let (kind, is_owner) = spi(Spi::get_two_with_args::<String, bool>(
+    let (kind, is_owner) = spi_row(Spi::get_two_with_args::<String, bool>(
         "SELECT c.relkind::text, pg_catalog.pg_has_role(c.relowner, 'USAGE')
            FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[oid.into()],
-    ));
+    ))
+    .unwrap_or((None, None));
     let (Some(kind), Some(table)) = (kind, Table::lookup(oid)) else {
         fail(
             Code::ERRCODE_UNDEFINED_TABLE,
@@ -256,7 +265,7 @@ pub fn key_columns(oid: Oid) -> Vec<String> {
 /// `oid` and every partition below it, at any depth.
 pub fn partition_tree(oid: Oid) -> Vec<Oid> {
     let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
-        "SELECT array_agg(relid) FROM pg_catalog.pg_partition_tree($1)",
+        "SELECT array_agg(relid::oid) FROM pg_catalog.pg_partition_tree($1)",
         &[Regclass(oid).into()],
     ));
     match oids {
@@ -271,7 +280,7 @@ pub fn self_and_ancestors(oid: Oid) -> Vec<Oid> {
         "SELECT array_agg(a ORDER BY n) FROM (
              SELECT $1::oid AS a, 0 AS n
              UNION ALL
-             SELECT relid, row_number() OVER () FROM pg_catalog.pg_partition_ancestors($2)) s",
+             SELECT relid::oid, row_number() OVER () FROM pg_catalog.pg_partition_ancestors($2)) s",
         &[oid.into(), Regclass(oid).into()],
     ));
     oids.unwrap_or_else(|| vec![oid])

@@ -4,12 +4,13 @@
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
-use crate::catalog::spi;
+use crate::catalog::spi_row;
 
 fn extension_owner() -> Oid {
-    spi(Spi::get_one::<Oid>(
+    spi_row(Spi::get_one::<Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants'",
     ))
+    .flatten()
     .unwrap_or_else(|| {
         crate::errors::fail(
             crate::errors::Code::ERRCODE_UNDEFINED_OBJECT,

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use pgrx::{AnyNumeric, JsonB};
 
 use super::Rule;
-use crate::catalog::{self, quote_ident, quote_literal, spi, table_arg, Regclass, Table};
+use crate::catalog::{self, quote_ident, quote_literal, spi, spi_row, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 
 /// A detectable rule with the SQL condition its violating rows meet.
@@ -232,10 +232,11 @@ pub fn key_expression(table: &Table) -> String {
 
 /// Raises the error for a rule that does not exist or cannot be detected.
 pub fn rule_not_detectable(table: &Table, rule: &str) -> ! {
-    let kind = spi(Spi::get_one_with_args::<String>(
+    let kind = spi_row(Spi::get_one_with_args::<String>(
         "SELECT kind FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2",
         &[Regclass(table.oid).into(), rule.into()],
-    ));
+    ))
+    .flatten();
     match kind {
         None => InvariantError::new(
             Code::ERRCODE_UNDEFINED_OBJECT,
