@@ -78,3 +78,44 @@ fn client_reads_sqlstate_and_table_fields_of_an_error() {
     assert_eq!(db_error.table(), Some("audit_log"));
     assert!(db_error.hint().unwrap_or_default().contains("prune_audit"));
 }
+
+#[test]
+fn client_reads_constraint_and_table_of_a_rule_violation() {
+    let db = TestDb::new("pgi_rule_fields");
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE TABLE prospects (id serial PRIMARY KEY, status text NOT NULL DEFAULT 'pending', contacted_at timestamptz);
+         SELECT invariants.require_not_null('prospects', 'contacted_at', 'status', ARRAY['connection_request_sent']);",
+    )
+    .unwrap();
+    let err = c
+        .execute(
+            "INSERT INTO prospects (status) VALUES ('connection_request_sent')",
+            &[],
+        )
+        .unwrap_err();
+    let db_error = err.as_db_error().expect("a server error");
+    assert_eq!(db_error.code().code(), "23514");
+    assert_eq!(
+        db_error.constraint(),
+        Some("contacted_at_required_when_status")
+    );
+    assert_eq!(db_error.table(), Some("prospects"));
+    assert_eq!(db_error.schema(), Some("public"));
+    assert!(db_error
+        .detail()
+        .unwrap_or_default()
+        .contains("Failing row key: (id)="));
+    assert!(db_error.hint().is_some());
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM prospects", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    // The session is usable afterwards and a valid row goes in.
+    c.execute(
+        "INSERT INTO prospects (status, contacted_at) VALUES ('connection_request_sent', now())",
+        &[],
+    )
+    .unwrap();
+}
