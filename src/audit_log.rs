@@ -15,11 +15,7 @@ thread_local! {
     static PRUNING: Cell<bool> = const { Cell::new(false) };
 }
 
-crate::trigger_function!(
-    audit_log_append_only,
-    pg_finfo_audit_log_append_only,
-    refuse_changes
-);
+crate::trigger_function!(audit_log_append_only, pg_finfo_audit_log_append_only, refuse_changes);
 
 fn refuse_changes(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
     // SAFETY: Postgres calls this function only as a trigger.
@@ -158,8 +154,7 @@ mod tests {
     #[pg_test]
     fn audit_log_refuses_update_delete_truncate_even_for_superuser() {
         add_entry();
-        let error =
-            error_of("UPDATE invariants.audit_log SET op = 'DROP'").expect("update must fail");
+        let error = error_of("UPDATE invariants.audit_log SET op = 'DROP'").expect("update must fail");
         assert_eq!(error.sqlstate, "42501");
         assert!(error.message.contains("append-only"), "{error:?}");
         assert!(error.hint.contains("prune_audit"), "{error:?}");
@@ -204,10 +199,7 @@ mod tests {
             count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE'"),
             1
         );
-        assert_eq!(
-            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'PRUNE'"),
-            2
-        );
+        assert_eq!(count("SELECT count(*) FROM invariants.audit_log WHERE op = 'PRUNE'"), 2);
         assert_eq!(
             count("SELECT (row_data->>'removed')::bigint FROM invariants.audit_log WHERE op = 'PRUNE' ORDER BY id DESC LIMIT 1"),
             1
@@ -220,8 +212,7 @@ mod tests {
         let error = error_of("SELECT invariants.prune_audit(NULL)").expect("NULL must fail");
         assert_eq!(error.sqlstate, "22004");
         assert!(error.message.contains("older_than"), "{error:?}");
-        let error =
-            error_of("SELECT invariants.prune_audit('-1 day')").expect("negative must fail");
+        let error = error_of("SELECT invariants.prune_audit('-1 day')").expect("negative must fail");
         assert_eq!(error.sqlstate, "22023");
         assert!(error.message.contains("older_than"), "{error:?}");
         assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 1);

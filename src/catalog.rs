@@ -38,9 +38,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
         unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(Regclass(pg_sys::InvalidOid))
     }
 
-    unsafe fn unbox_nullable_arg(
-        arg: pgrx::callconv::Arg<'_, 'fcx>,
-    ) -> pgrx::nullable::Nullable<Self> {
+    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
         // SAFETY: as above; NULL becomes Nullable::Null.
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
@@ -48,10 +46,7 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
 
 // SAFETY: returns the oid by value, as a regclass result is.
 unsafe impl pgrx::callconv::BoxRet for Regclass {
-    unsafe fn box_into<'fcx>(
-        self,
-        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
-    ) -> pgrx::datum::Datum<'fcx> {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut pgrx::callconv::FcInfo<'fcx>) -> pgrx::datum::Datum<'fcx> {
         // SAFETY: an oid datum is a valid return value for a regclass result.
         unsafe { fcinfo.return_raw_datum(pg_sys::Datum::from(self.0)) }
     }

@@ -210,11 +210,7 @@ unsafe fn throw(error: PreparedError) -> ! {
                 }
             }
         }
-        errfinish(
-            c"errors.rs".as_ptr(),
-            line!() as c_int,
-            c"pg_invariants".as_ptr(),
-        );
+        errfinish(c"errors.rs".as_ptr(), line!() as c_int, c"pg_invariants".as_ptr());
         // errfinish never returns for an ERROR.
         std::process::abort()
     }
@@ -224,9 +220,7 @@ unsafe fn throw(error: PreparedError) -> ! {
 ///
 /// # Safety
 /// `fcinfo` must be the call info Postgres passed to a C function.
-pub unsafe fn trigger_data<'a>(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Result<&'a pg_sys::TriggerData, InvariantError> {
+pub unsafe fn trigger_data<'a>(fcinfo: pg_sys::FunctionCallInfo) -> Result<&'a pg_sys::TriggerData, InvariantError> {
     // SAFETY: fcinfo is valid per the contract; context is either NULL or a
     // node, and a TriggerData node when called by the trigger manager.
     unsafe {
@@ -249,8 +243,7 @@ macro_rules! trigger_function {
         #[no_mangle]
         #[doc(hidden)]
         pub extern "C" fn $finfo() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
-            const V1: ::pgrx::pg_sys::Pg_finfo_record =
-                ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+            const V1: ::pgrx::pg_sys::Pg_finfo_record = ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
             &V1
         }
 

@@ -40,9 +40,7 @@ fn health() -> JsonB {
         let table = table_counts.table.display();
         for (rule, rule_violating) in &table_counts.per_rule {
             let repairable = detectable.iter().any(|d| {
-                d.table.oid == table_counts.table.oid
-                    && &d.rule.name == rule
-                    && d.rule.spec.repair().is_some()
+                d.table.oid == table_counts.table.oid && &d.rule.name == rule && d.rule.spec.repair().is_some()
             });
             rules.push(json!({
                 "table": table,
@@ -66,9 +64,7 @@ fn health() -> JsonB {
     let mut protections = Vec::new();
     for b in &broken {
         let table = b.table.display();
-        protections.push(
-            json!({"table": table, "protection": "rules", "state": "broken", "problem": b.problem}),
-        );
+        protections.push(json!({"table": table, "protection": "rules", "state": "broken", "problem": b.problem}));
         recommendations.push(format!(
             "{}: drop it with SELECT invariants.drop_rule({}, {}); and declare it again.",
             b.problem,
@@ -82,10 +78,8 @@ fn health() -> JsonB {
         } else {
             format!("the trigger {TRIGGER_NAME} of {table} is disabled, so its rules are not enforced: ALTER TABLE {table} ENABLE TRIGGER {TRIGGER_NAME};")
         };
-        protections.push(
-            json!({"table": table, "protection": "rules", "state": state,
-                                "problem": format!("trigger {TRIGGER_NAME} is {state}")}),
-        );
+        protections.push(json!({"table": table, "protection": "rules", "state": state,
+                                "problem": format!("trigger {TRIGGER_NAME} is {state}")}));
         recommendations.push(fix);
     }
     if detectable.iter().any(|d| d.rule.spec.repair().is_some()) && !repair_scheduled() {

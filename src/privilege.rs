@@ -43,8 +43,6 @@ pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
     let _restore = RestoreUser { user, context };
     // SAFETY: switching the current user to an existing role, marked as a
     // local change so SET ROLE cannot be used meanwhile.
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32)
-    };
+    unsafe { pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32) };
     f()
 }

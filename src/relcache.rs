@@ -36,11 +36,7 @@ pub fn get_or_build<T: 'static>(relid: Oid, build: impl FnOnce() -> T) -> Rc<T> 
     let generation = GENERATION.with(Cell::get);
     let value = Rc::new(build());
     if GENERATION.with(Cell::get) == generation {
-        ENTRIES.with(|entries| {
-            entries
-                .borrow_mut()
-                .insert(key, value.clone() as Rc<dyn Any>)
-        });
+        ENTRIES.with(|entries| entries.borrow_mut().insert(key, value.clone() as Rc<dyn Any>));
     }
     value
 }
@@ -70,10 +66,5 @@ unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid:
 pub fn register_invalidation_callback() {
     // SAFETY: the callback is a static function that neither raises nor
     // touches the catalogs; Postgres keeps the pointer for the backend's life.
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        )
-    };
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) };
 }

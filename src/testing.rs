@@ -30,9 +30,8 @@ pub fn error_of(sql: &str) -> Option<CaughtError> {
         END $f$"#,
     )
     .expect("create pg_temp.error_of");
-    let fields =
-        Spi::get_one_with_args::<Vec<Option<String>>>("SELECT pg_temp.error_of($1)", &[sql.into()])
-            .expect("run pg_temp.error_of")?;
+    let fields = Spi::get_one_with_args::<Vec<Option<String>>>("SELECT pg_temp.error_of($1)", &[sql.into()])
+        .expect("run pg_temp.error_of")?;
     let field = |i: usize| fields.get(i).cloned().flatten().unwrap_or_default();
     Some(CaughtError {
         sqlstate: field(0),

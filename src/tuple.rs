@@ -111,13 +111,8 @@ impl ColumnReader {
                         pgrx::varlena::varsize_any_exhdr(py),
                     );
                     lx == ly
-                        && std::slice::from_raw_parts(
-                            pgrx::varlena::vardata_any(px) as *const u8,
-                            lx,
-                        ) == std::slice::from_raw_parts(
-                            pgrx::varlena::vardata_any(py) as *const u8,
-                            ly,
-                        )
+                        && std::slice::from_raw_parts(pgrx::varlena::vardata_any(px) as *const u8, lx)
+                            == std::slice::from_raw_parts(pgrx::varlena::vardata_any(py) as *const u8, ly)
                 }
                 -2 => CStr::from_ptr(x.cast_mut_ptr()) == CStr::from_ptr(y.cast_mut_ptr()),
                 len => {

@@ -48,18 +48,12 @@ impl TestDb {
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        TestDb {
-            name: name.to_string(),
-        }
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        TestDb { name: name.to_string() }
     }
 
     fn with_extension(self) -> TestDb {
-        self.client()
-            .batch_execute("CREATE EXTENSION pg_invariants")
-            .unwrap();
+        self.client().batch_execute("CREATE EXTENSION pg_invariants").unwrap();
         self
     }
 
@@ -76,16 +70,11 @@ impl TestDb {
 pub fn fresh_role(name: &str) {
     let mut admin = connect("postgres");
     let exists: bool = admin
-        .query_one(
-            "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)",
-            &[&name],
-        )
+        .query_one("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", &[&name])
         .unwrap()
         .get(0);
     if !exists {
-        admin
-            .batch_execute(&format!("CREATE ROLE {name} LOGIN"))
-            .unwrap();
+        admin.batch_execute(&format!("CREATE ROLE {name} LOGIN")).unwrap();
     }
 }
 

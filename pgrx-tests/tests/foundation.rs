@@ -17,10 +17,7 @@ fn extension_installs_and_drops_cleanly() {
     assert_eq!(tables, 2);
     c.batch_execute("DROP EXTENSION pg_invariants").unwrap();
     let schemas: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'invariants'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = 'invariants'", &[])
         .unwrap()
         .get(0);
     assert_eq!(schemas, 0, "DROP EXTENSION leaves no schema behind");
@@ -61,17 +58,14 @@ fn ordinary_role_cannot_write_the_extension_tables() {
         "42501"
     );
     // Reading the rules is allowed: they describe the schema.
-    app.query("SELECT * FROM invariants.rule_definitions", &[])
-        .unwrap();
+    app.query("SELECT * FROM invariants.rule_definitions", &[]).unwrap();
 }
 
 #[test]
 fn client_reads_sqlstate_and_table_fields_of_an_error() {
     let db = TestDb::new("pgi_error_fields");
     let mut c = db.client();
-    let err = c
-        .batch_execute("TRUNCATE invariants.audit_log")
-        .unwrap_err();
+    let err = c.batch_execute("TRUNCATE invariants.audit_log").unwrap_err();
     let db_error = err.as_db_error().expect("a server error");
     assert_eq!(db_error.code().code(), "42501");
     assert_eq!(db_error.schema(), Some("invariants"));
@@ -89,28 +83,16 @@ fn client_reads_constraint_and_table_of_a_rule_violation() {
     )
     .unwrap();
     let err = c
-        .execute(
-            "INSERT INTO prospects (status) VALUES ('connection_request_sent')",
-            &[],
-        )
+        .execute("INSERT INTO prospects (status) VALUES ('connection_request_sent')", &[])
         .unwrap_err();
     let db_error = err.as_db_error().expect("a server error");
     assert_eq!(db_error.code().code(), "23514");
-    assert_eq!(
-        db_error.constraint(),
-        Some("contacted_at_required_when_status")
-    );
+    assert_eq!(db_error.constraint(), Some("contacted_at_required_when_status"));
     assert_eq!(db_error.table(), Some("prospects"));
     assert_eq!(db_error.schema(), Some("public"));
-    assert!(db_error
-        .detail()
-        .unwrap_or_default()
-        .contains("Failing row key: (id)="));
+    assert!(db_error.detail().unwrap_or_default().contains("Failing row key: (id)="));
     assert!(db_error.hint().is_some());
-    let rows: i64 = c
-        .query_one("SELECT count(*) FROM prospects", &[])
-        .unwrap()
-        .get(0);
+    let rows: i64 = c.query_one("SELECT count(*) FROM prospects", &[]).unwrap().get(0);
     assert_eq!(rows, 0);
     // The session is usable afterwards and a valid row goes in.
     c.execute(

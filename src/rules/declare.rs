@@ -4,9 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use super::spec::{
-    AllowTransitions, Repair, RequireNotNull, RequireOnSet, RuleSpec, WriteOnce, WriteOnceMode,
-};
+use super::spec::{AllowTransitions, Repair, RequireNotNull, RequireOnSet, RuleSpec, WriteOnce, WriteOnceMode};
 use crate::catalog::{invalidate, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::as_extension_owner;
@@ -15,32 +13,18 @@ pub const TRIGGER_NAME: &str = "invariants_rules";
 
 /// Declares a rule of any kind; returns its name.
 #[pg_extern(schema = "invariants")]
-fn add_rule(
-    tbl: Option<Regclass>,
-    name: Option<&str>,
-    kind: Option<&str>,
-    spec: Option<JsonB>,
-) -> String {
+fn add_rule(tbl: Option<Regclass>, name: Option<&str>, kind: Option<&str>, spec: Option<JsonB>) -> String {
     let table = table_arg(tbl, "tbl");
     let Some(kind) = kind else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument kind must not be NULL",
-        )
+        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument kind must not be NULL")
     };
     let Some(JsonB(spec)) = spec else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument spec must not be NULL",
-        )
+        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument spec must not be NULL")
     };
     let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| e.raise());
     let name = match name {
         Some(name) => name.to_string(),
-        None => fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument name must not be NULL",
-        ),
+        None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument name must not be NULL"),
     };
     declare(&table, &name, spec)
 }
@@ -67,10 +51,7 @@ fn require_not_null(
         column: column.clone(),
         when_column: when_column.clone(),
     });
-    let name = name.map_or_else(
-        || format!("{column}_required_when_{when_column}"),
-        str::to_string,
-    );
+    let name = name.map_or_else(|| format!("{column}_required_when_{when_column}"), str::to_string);
     declare(&table, &name, spec)
 }
 
@@ -95,10 +76,7 @@ fn require_on_set(
         column: column.clone(),
         when_column: when_column.clone(),
     });
-    let name = name.map_or_else(
-        || format!("{column}_allowed_when_{when_column}_set"),
-        str::to_string,
-    );
+    let name = name.map_or_else(|| format!("{column}_allowed_when_{when_column}_set"), str::to_string);
     declare(&table, &name, spec)
 }
 
@@ -122,10 +100,7 @@ fn write_once(
         )
         .hint("Use 'no_clear' (never back to NULL) or 'immutable' (never changes once set).")
         .raise(),
-        None => fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument mode must not be NULL",
-        ),
+        None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument mode must not be NULL"),
     };
     let suffix = if mode == WriteOnceMode::Immutable {
         "immutable"
@@ -154,10 +129,7 @@ fn allow_transitions(
     let table = table_arg(tbl, "tbl");
     let column = required(column, "column");
     let Some(JsonB(graph)) = graph else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument graph must not be NULL",
-        )
+        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument graph must not be NULL")
     };
     let graph = serde_json::from_value(graph).unwrap_or_else(|e| {
         InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument graph: {e}"))
@@ -244,10 +216,7 @@ fn repair_arg(repair: Option<JsonB>) -> Option<Repair> {
 /// Validates and stores a rule, then reinstalls the table's trigger.
 fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
     if name.is_empty() {
-        fail(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "argument name must not be empty",
-        );
+        fail(Code::ERRCODE_INVALID_PARAMETER_VALUE, "argument name must not be empty");
     }
     let is_partition = spi(Spi::get_one_with_args::<bool>(
         "SELECT relispartition FROM pg_catalog.pg_class WHERE oid = $1",
@@ -268,10 +237,7 @@ fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
     if exists == Some(true) {
         InvariantError::new(
             Code::ERRCODE_DUPLICATE_OBJECT,
-            format!(
-                "rule \"{name}\" already exists on table {}",
-                table.display()
-            ),
+            format!("rule \"{name}\" already exists on table {}", table.display()),
         )
         .hint("Choose another name, or drop the rule first with invariants.drop_rule.")
         .raise();

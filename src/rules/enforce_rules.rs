@@ -77,8 +77,7 @@ fn enforce(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     let is_before_row = event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_BEFORE
         && event & pg_sys::TRIGGER_EVENT_ROW != 0;
     let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
-    if !is_before_row || (op != pg_sys::TRIGGER_EVENT_INSERT && op != pg_sys::TRIGGER_EVENT_UPDATE)
-    {
+    if !is_before_row || (op != pg_sys::TRIGGER_EVENT_INSERT && op != pg_sys::TRIGGER_EVENT_UPDATE) {
         return Err(InvariantError::new(
             Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
             "invariants.enforce_rules() must run as a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger",
@@ -127,12 +126,7 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
             let when_value = when.text(new)?;
             if when_values.contains(&when_value) && column.is_null(new) {
                 return Some(Violation {
-                    detail: format!(
-                        "{} is NULL while {} = {}.",
-                        column.name,
-                        when.name,
-                        when.display(new)
-                    ),
+                    detail: format!("{} is NULL while {} = {}.", column.name, when.name, when.display(new)),
                     hint: format!(
                         "Set {} in the same statement, or use a {} value that does not require it.",
                         column.name, when.name
@@ -141,11 +135,7 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
             }
             None
         }
-        Check::RequireOnSet {
-            column,
-            when,
-            allowed,
-        } => {
+        Check::RequireOnSet { column, when, allowed } => {
             if when.is_null(new) {
                 return None;
             }
@@ -177,14 +167,8 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
                 return None;
             }
             let (what, hint) = match mode {
-                WriteOnceMode::NoClear => (
-                    "cleared",
-                    format!("{} can never be cleared once set.", column.name),
-                ),
-                WriteOnceMode::Immutable => (
-                    "changed",
-                    format!("{} can never change once set.", column.name),
-                ),
+                WriteOnceMode::NoClear => ("cleared", format!("{} can never be cleared once set.", column.name)),
+                WriteOnceMode::Immutable => ("changed", format!("{} can never change once set.", column.name)),
             };
             Some(Violation {
                 detail: format!(
@@ -196,11 +180,7 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
                 hint,
             })
         }
-        Check::Transitions {
-            column,
-            next,
-            states,
-        } => {
+        Check::Transitions { column, next, states } => {
             let to = column.text(new);
             let from = old.and_then(|old| column.text(old));
             let allowed = match (&from, &to) {
@@ -208,9 +188,7 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
                 (Some(from), Some(to)) if from == to => true,
                 // A known state after an unknown one (or none) is a valid entry point.
                 (Some(from), Some(to)) if !states.contains(from) => states.contains(to),
-                (Some(from), Some(to)) => {
-                    next.get(from).is_some_and(|targets| targets.contains(to))
-                }
+                (Some(from), Some(to)) => next.get(from).is_some_and(|targets| targets.contains(to)),
                 (None, Some(to)) => states.contains(to),
             };
             if allowed {
@@ -238,27 +216,16 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
                     column.display(new)
                 ),
                 hint: if old.is_some() && from.is_some() {
-                    format!(
-                        "From {old_display}, {} may change to: {targets}.",
-                        column.name
-                    )
+                    format!("From {old_display}, {} may change to: {targets}.", column.name)
                 } else {
-                    format!(
-                        "{} must be one of the states of the rule's graph.",
-                        column.name
-                    )
+                    format!("{} must be one of the states of the rule's graph.", column.name)
                 },
             })
         }
     }
 }
 
-fn violation_error(
-    compiled: &CompiledRules,
-    rule: &CompiledRule,
-    violation: Violation,
-    row: Row,
-) -> InvariantError {
+fn violation_error(compiled: &CompiledRules, rule: &CompiledRule, violation: Violation, row: Row) -> InvariantError {
     let message = rule.message.clone().unwrap_or_else(|| {
         format!(
             "new row for relation \"{}\" violates rule \"{}\"",
@@ -277,18 +244,10 @@ fn violation_error(
                     .map_or("NULL".into(), |v| String::from_utf8_lossy(&v).into_owned())
             })
             .collect();
-        format!(
-            " Failing row key: ({})=({}).",
-            names.join(", "),
-            values.join(", ")
-        )
+        format!(" Failing row key: ({})=({}).", names.join(", "), values.join(", "))
     };
     InvariantError::new(Code::ERRCODE_CHECK_VIOLATION, message)
-        .detail(format!(
-            "{}{key} Rule: {}.",
-            violation.detail,
-            describe(&rule.spec)
-        ))
+        .detail(format!("{}{key} Rule: {}.", violation.detail, describe(&rule.spec)))
         .hint(violation.hint)
         .table(&rule.table.schema, &rule.table.name)
         .constraint(&rule.name)
@@ -296,13 +255,7 @@ fn violation_error(
 
 /// The rule in one line, for DETAIL.
 fn describe(spec: &RuleSpec) -> String {
-    let list = |values: &[String]| {
-        values
-            .iter()
-            .map(|v| format!("'{v}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |values: &[String]| values.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ");
     match spec {
         RuleSpec::RequireNotNull(s) => {
             format!(
@@ -338,10 +291,7 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
     let tables = self_and_ancestors(relid);
     let rules = super::load(Some(&tables))?;
     let columns = catalog::columns(relid);
-    let reader = |rule: &super::Rule,
-                  table: &Table,
-                  name: &str|
-     -> Result<(Column, ColumnReader), InvariantError> {
+    let reader = |rule: &super::Rule, table: &Table, name: &str| -> Result<(Column, ColumnReader), InvariantError> {
         match columns.iter().find(|c| c.name == name) {
             Some(column) => Ok((column.clone(), ColumnReader::new(column))),
             None => Err(InvariantError::new(
@@ -420,17 +370,9 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
     }
     let key = key_columns(relid)
         .iter()
-        .filter_map(|name| {
-            columns
-                .iter()
-                .find(|c| &c.name == name)
-                .map(ColumnReader::new)
-        })
+        .filter_map(|name| columns.iter().find(|c| &c.name == name).map(ColumnReader::new))
         .collect();
-    Ok(CompiledRules {
-        rules: compiled,
-        key,
-    })
+    Ok(CompiledRules { rules: compiled, key })
 }
 
 /// The declared values in the column type's own text form, as the trigger
@@ -443,9 +385,5 @@ fn canonical(column: &Column, values: &[String]) -> HashSet<Bytes> {
         ),
         &[values.to_vec().into()],
     ));
-    texts
-        .unwrap_or_default()
-        .into_iter()
-        .map(String::into_bytes)
-        .collect()
+    texts.unwrap_or_default().into_iter().map(String::into_bytes).collect()
 }

@@ -55,24 +55,20 @@ fn repair(
         if let Some(d) = selected.iter().find(|d| d.rule.spec.repair().is_none()) {
             InvariantError::new(
                 Code::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("argument rule: rule \"{rule}\" of table {} has no repair", d.table.display()),
+                format!(
+                    "argument rule: rule \"{rule}\" of table {} has no repair",
+                    d.table.display()
+                ),
             )
             .hint("Declare the rule with a repair, e.g. repair => '{\"set\": {\"status\": \"pending\"}}'.")
             .raise();
         }
     }
     let mut results = Vec::new();
-    for d in selected
-        .into_iter()
-        .filter(|d| d.rule.spec.repair().is_some())
-    {
+    for d in selected.into_iter().filter(|d| d.rule.spec.repair().is_some()) {
         // Only the table's owner may change it; checked for every table.
         table_arg(Some(Regclass(d.table.oid)), "tbl");
-        let (fixed, groups) = if dry_run {
-            count_repairable(d)
-        } else {
-            repair_rule(d)
-        };
+        let (fixed, groups) = if dry_run { count_repairable(d) } else { repair_rule(d) };
         results.push((Regclass(d.table.oid), d.rule.name.clone(), fixed, groups));
     }
     TableIterator::new(results)
@@ -185,8 +181,7 @@ fn plausible_schedule(every: &str) -> bool {
     }
     let words: Vec<&str> = every.split_whitespace().collect();
     if let [n, unit] = words.as_slice() {
-        return matches!(*unit, "second" | "seconds")
-            && n.parse::<u32>().is_ok_and(|n| (1..=59).contains(&n));
+        return matches!(*unit, "second" | "seconds") && n.parse::<u32>().is_ok_and(|n| (1..=59).contains(&n));
     }
     words.len() == 5
         && words.iter().all(|w| {
@@ -200,18 +195,12 @@ fn plausible_schedule(every: &str) -> bool {
 #[pg_extern(schema = "invariants")]
 fn schedule_repair(every: default!(Option<&str>, "'* * * * *'")) -> i64 {
     let Some(every) = every else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument every must not be NULL",
-        )
+        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument every must not be NULL")
     };
     if !plausible_schedule(every) {
         InvariantError::new(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!(
-                "argument every: {} is not a pg_cron schedule",
-                quote_literal(every)
-            ),
+            format!("argument every: {} is not a pg_cron schedule", quote_literal(every)),
         )
         .hint("Use five cron fields ('*/5 * * * *'), a macro ('@hourly') or 'N seconds'.")
         .raise();

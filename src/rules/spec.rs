@@ -9,12 +9,7 @@ use crate::catalog::{column_arg, quote_ident, quote_literal, spi, Column, Table}
 use crate::errors::{Code, InvariantError};
 
 /// Rule kinds, as named by `invariants.add_rule(.., kind, ..)`.
-pub const KINDS: [&str; 4] = [
-    "require_not_null",
-    "require_on_set",
-    "write_once",
-    "allow_transitions",
-];
+pub const KINDS: [&str; 4] = ["require_not_null", "require_on_set", "write_once", "allow_transitions"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,10 +114,7 @@ fn bad_spec(message: impl Into<String>) -> InvariantError {
 impl RuleSpec {
     /// Parses `spec` for `kind`; errors name the argument and the field.
     pub fn parse(kind: &str, spec: &serde_json::Value) -> Result<RuleSpec, InvariantError> {
-        fn from<T: for<'de> Deserialize<'de>>(
-            kind: &str,
-            spec: &serde_json::Value,
-        ) -> Result<T, InvariantError> {
+        fn from<T: for<'de> Deserialize<'de>>(kind: &str, spec: &serde_json::Value) -> Result<T, InvariantError> {
             serde_json::from_value(spec.clone()).map_err(|e| {
                 bad_spec(format!("argument spec: invalid {kind} rule: {e}"))
                     .hint(format!("See the README for the fields of a {kind} rule."))
@@ -136,10 +128,8 @@ impl RuleSpec {
             "require_on_set" => from(kind, spec).map(RuleSpec::RequireOnSet),
             "write_once" => from(kind, spec).map(RuleSpec::WriteOnce),
             "allow_transitions" => from(kind, spec).map(RuleSpec::AllowTransitions),
-            other => Err(
-                bad_spec(format!("argument kind: unknown rule kind \"{other}\""))
-                    .hint(format!("Use one of: {}.", KINDS.join(", "))),
-            ),
+            other => Err(bad_spec(format!("argument kind: unknown rule kind \"{other}\""))
+                .hint(format!("Use one of: {}.", KINDS.join(", ")))),
         }
     }
 
@@ -196,11 +186,7 @@ impl RuleSpec {
     pub fn violation_predicate(&self, resolve: impl Fn(&str) -> Option<Column>) -> Option<String> {
         let in_list = |column: &str, values: &[String]| -> Option<String> {
             let col = resolve(column)?;
-            let list = values
-                .iter()
-                .map(|v| quote_literal(v))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = values.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", ");
             Some(format!(
                 "{} = ANY (ARRAY[{list}]::{}[])",
                 quote_ident(&col.name),
@@ -269,9 +255,7 @@ impl RuleSpec {
 
 fn non_empty(values: &[String], arg: &str) -> Result<(), InvariantError> {
     if values.is_empty() {
-        return Err(
-            bad_spec(format!("argument {arg} must not be empty")).hint("List at least one value.")
-        );
+        return Err(bad_spec(format!("argument {arg} must not be empty")).hint("List at least one value."));
     }
     Ok(())
 }
@@ -300,10 +284,8 @@ fn values_fit(column: &Column, values: &[String], arg: &str) -> Result<(), Invar
 
 fn validate_repair(table: &Table, repair: &Repair) -> Result<(), InvariantError> {
     if repair.set.is_empty() && repair.touch.is_empty() {
-        return Err(
-            bad_spec("argument repair: \"set\" must name at least one column")
-                .hint("For example {\"set\": {\"status\": \"pending\"}}."),
-        );
+        return Err(bad_spec("argument repair: \"set\" must name at least one column")
+            .hint("For example {\"set\": {\"status\": \"pending\"}}."));
     }
     for (name, value) in &repair.set {
         let column = column_arg(table, Some(name), "repair.set");

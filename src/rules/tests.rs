@@ -15,8 +15,7 @@ mod tests {
             .unwrap_or_default()
     }
 
-    const POST_CONTACT: &str =
-        "ARRAY['connection_request_sent', 'connected', 'messaging', 'replied', 'failed']";
+    const POST_CONTACT: &str = "ARRAY['connection_request_sent', 'connected', 'messaging', 'replied', 'failed']";
 
     /// The incident's table with its three rules.
     fn prospects(table: &str) {
@@ -31,22 +30,16 @@ mod tests {
         run(&format!(
             "SELECT invariants.require_on_set('{table}', 'status', 'contacted_at', {POST_CONTACT})"
         ));
-        run(&format!(
-            "SELECT invariants.write_once('{table}', 'contacted_at')"
-        ));
+        run(&format!("SELECT invariants.write_once('{table}', 'contacted_at')"));
     }
 
     #[pg_test]
     fn require_not_null_refuses_status_without_timestamp_on_insert_and_update() {
         prospects("p1");
-        let error = error_of("INSERT INTO p1 (status) VALUES ('connection_request_sent')")
-            .expect("refused");
+        let error = error_of("INSERT INTO p1 (status) VALUES ('connection_request_sent')").expect("refused");
         assert_eq!(error.sqlstate, "23514");
         assert_eq!(error.constraint, "contacted_at_required_when_status");
-        assert_eq!(
-            (error.schema.as_str(), error.table.as_str()),
-            ("public", "p1")
-        );
+        assert_eq!((error.schema.as_str(), error.table.as_str()), ("public", "p1"));
         assert!(
             error
                 .message
@@ -66,8 +59,7 @@ mod tests {
         run("INSERT INTO p1 (status) VALUES ('pending')");
         run("INSERT INTO p1 (status, contacted_at) VALUES ('connection_request_sent', now())");
         let error =
-            error_of("UPDATE p1 SET status = 'connection_request_sent' WHERE status = 'pending'")
-                .expect("refused");
+            error_of("UPDATE p1 SET status = 'connection_request_sent' WHERE status = 'pending'").expect("refused");
         assert_eq!(error.sqlstate, "23514");
         assert_eq!(count("SELECT count(*) FROM p1 WHERE status = 'pending'"), 1);
         run("UPDATE p1 SET status = 'connection_request_sent', contacted_at = now() WHERE status = 'pending'");
@@ -80,14 +72,11 @@ mod tests {
     #[pg_test]
     fn require_on_set_limits_status_once_the_timestamp_is_set() {
         prospects("p2");
-        let error = error_of("INSERT INTO p2 (status, contacted_at) VALUES ('pending', now())")
-            .expect("refused");
+        let error = error_of("INSERT INTO p2 (status, contacted_at) VALUES ('pending', now())").expect("refused");
         assert_eq!(error.sqlstate, "23514");
         assert_eq!(error.constraint, "status_allowed_when_contacted_at_set");
         assert!(
-            error
-                .detail
-                .contains("status = 'pending' while contacted_at is set"),
+            error.detail.contains("status = 'pending' while contacted_at is set"),
             "{error:?}"
         );
         run("INSERT INTO p2 (status) VALUES ('pending')");
@@ -114,16 +103,10 @@ mod tests {
         run("SELECT invariants.write_once('orders', 'placed_at', 'immutable')");
         run("INSERT INTO orders VALUES (1, NULL, 10)");
         run("UPDATE orders SET placed_at = '2026-01-01'"); // NULL -> value is allowed
-        assert_eq!(
-            sqlstate_of("UPDATE orders SET placed_at = '2026-01-02'"),
-            "23514"
-        );
+        assert_eq!(sqlstate_of("UPDATE orders SET placed_at = '2026-01-02'"), "23514");
         assert_eq!(sqlstate_of("UPDATE orders SET placed_at = NULL"), "23514");
         run("UPDATE orders SET placed_at = '2026-01-01'"); // same value: no change
-        assert_eq!(
-            count("SELECT count(*) FROM orders WHERE placed_at = '2026-01-01'"),
-            1
-        );
+        assert_eq!(count("SELECT count(*) FROM orders WHERE placed_at = '2026-01-01'"), 1);
     }
 
     #[pg_test]
@@ -137,20 +120,11 @@ mod tests {
         let error = error_of("UPDATE jobs SET state = 'pending' WHERE id = 1").expect("refused");
         assert_eq!(error.sqlstate, "23514");
         assert_eq!(error.constraint, "state_transitions");
-        assert!(
-            error.detail.contains("from 'queued' to 'pending'"),
-            "{error:?}"
-        );
+        assert!(error.detail.contains("from 'queued' to 'pending'"), "{error:?}");
         assert!(error.hint.contains("'sent'"), "{error:?}");
         run("UPDATE jobs SET state = 'sent' WHERE id = 1");
-        assert_eq!(
-            sqlstate_of("UPDATE jobs SET state = 'queued' WHERE id = 1"),
-            "23514"
-        );
-        assert_eq!(
-            sqlstate_of("UPDATE jobs SET state = NULL WHERE id = 1"),
-            "23514"
-        );
+        assert_eq!(sqlstate_of("UPDATE jobs SET state = 'queued' WHERE id = 1"), "23514");
+        assert_eq!(sqlstate_of("UPDATE jobs SET state = NULL WHERE id = 1"), "23514");
         run("UPDATE jobs SET state = 'pending' WHERE id = 2"); // NULL -> a known state
         assert_eq!(count("SELECT count(*) FROM jobs WHERE state = 'sent'"), 1);
     }
@@ -166,10 +140,7 @@ mod tests {
             "23514"
         );
         run("INSERT INTO people VALUES (1, 'angry', 1, 'traffic')"); // '01' means 1
-        assert_eq!(
-            sqlstate_of("INSERT INTO people VALUES (2, 'calm', 3, 'rain')"),
-            "23514"
-        );
+        assert_eq!(sqlstate_of("INSERT INTO people VALUES (2, 'calm', 3, 'rain')"), "23514");
         assert_eq!(count("SELECT count(*) FROM people"), 1);
     }
 
@@ -180,10 +151,7 @@ mod tests {
         let error = error_of("INSERT INTO t_msg VALUES (1, 'sent', NULL)").expect("refused");
         assert_eq!(error.message, "a sent message needs sent_at");
         assert_eq!(error.constraint, "sent_needs_time");
-        assert!(
-            error.detail.contains("Failing row key: (id)=(1)"),
-            "{error:?}"
-        );
+        assert!(error.detail.contains("Failing row key: (id)=(1)"), "{error:?}");
     }
 
     #[pg_test]
@@ -191,10 +159,7 @@ mod tests {
         prospects("p4");
         run("CREATE TABLE t_other (id int PRIMARY KEY, a text, b text)");
         run("SELECT invariants.require_not_null('t_other', 'b', 'a', ARRAY['x'])");
-        assert_eq!(
-            sqlstate_of("INSERT INTO t_other VALUES (1, 'x', NULL)"),
-            "23514"
-        );
+        assert_eq!(sqlstate_of("INSERT INTO t_other VALUES (1, 'x', NULL)"), "23514");
         assert_eq!(
             sqlstate_of("INSERT INTO p4 (status) VALUES ('connection_request_sent')"),
             "23514"
@@ -206,21 +171,18 @@ mod tests {
 
         run("SELECT invariants.drop_rule('p4', 'contacted_at_required_when_status')");
         run("INSERT INTO p4 (status) VALUES ('connection_request_sent')");
-        assert_eq!(
-            sqlstate_of("INSERT INTO t_other VALUES (2, 'x', NULL)"),
-            "23514"
-        );
+        assert_eq!(sqlstate_of("INSERT INTO t_other VALUES (2, 'x', NULL)"), "23514");
         // The trigger now fires on the remaining rules' columns only.
         let columns = text(
             "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'p4'::regclass AND tgname = 'invariants_rules'",
         );
-        assert!(
-            columns.contains("UPDATE OF contacted_at, status"),
-            "{columns}"
-        );
+        assert!(columns.contains("UPDATE OF contacted_at, status"), "{columns}");
         run("SELECT invariants.drop_rule('p4', 'status_allowed_when_contacted_at_set')");
         run("SELECT invariants.drop_rule('p4', 'contacted_at_write_once')");
-        assert_eq!(count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'p4'::regclass AND tgname = 'invariants_rules'"), 0);
+        assert_eq!(
+            count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'p4'::regclass AND tgname = 'invariants_rules'"),
+            0
+        );
         assert_eq!(
             sqlstate_of("SELECT invariants.drop_rule('p4', 'contacted_at_write_once')"),
             "42704"
@@ -232,9 +194,8 @@ mod tests {
         prospects("p5");
         run("INSERT INTO p5 (status) SELECT 'pending' FROM generate_series(1, 10)");
         run("SET LOCAL track_functions = 'all'");
-        let calls = || {
-            count("SELECT coalesce(pg_stat_get_xact_function_calls('invariants.enforce_rules'::regproc), 0)")
-        };
+        let calls =
+            || count("SELECT coalesce(pg_stat_get_xact_function_calls('invariants.enforce_rules'::regproc), 0)");
         let before = calls();
         run("UPDATE p5 SET note = 'hello'");
         assert_eq!(
@@ -269,10 +230,7 @@ mod tests {
         // then health reports the missing trigger.
         run("CREATE TABLE t_drop (id int PRIMARY KEY, status text, done_at timestamptz)");
         run("SELECT invariants.require_not_null('t_drop', 'done_at', 'status', ARRAY['done'])");
-        assert_eq!(
-            sqlstate_of("ALTER TABLE t_drop DROP COLUMN done_at"),
-            "2BP01"
-        );
+        assert_eq!(sqlstate_of("ALTER TABLE t_drop DROP COLUMN done_at"), "2BP01");
         run("ALTER TABLE t_drop DROP COLUMN done_at CASCADE");
         let health = text("SELECT invariants.health()::text");
         assert!(health.contains("\"state\": \"broken\""), "{health}");
@@ -293,8 +251,10 @@ mod tests {
 
     #[pg_test]
     fn rules_hold_in_every_partition_including_ones_attached_later() {
-        run("CREATE TABLE t_part (id int, region text, status text, sent_at timestamptz, PRIMARY KEY (id, region))
-             PARTITION BY LIST (region)");
+        run(
+            "CREATE TABLE t_part (id int, region text, status text, sent_at timestamptz, PRIMARY KEY (id, region))
+             PARTITION BY LIST (region)",
+        );
         run("CREATE TABLE t_part_eu PARTITION OF t_part FOR VALUES IN ('eu')");
         run("SELECT invariants.require_not_null('t_part', 'sent_at', 'status', ARRAY['sent'])");
         let error = error_of("INSERT INTO t_part VALUES (1, 'eu', 'sent', NULL)").expect("refused");
@@ -322,10 +282,7 @@ mod tests {
         run("SELECT invariants.drop_rule('t_part', 'sent_at_required_when_status')");
         run("INSERT INTO t_part VALUES (5, 'eu', 'sent', NULL), (6, 'us', 'sent', NULL)");
         run("SELECT invariants.require_not_null('t_part', 'sent_at', 'status', ARRAY['sent'])");
-        assert_eq!(
-            count("SELECT violating FROM invariants.violations('t_part')"),
-            2
-        );
+        assert_eq!(count("SELECT violating FROM invariants.violations('t_part')"), 2);
     }
 
     /// 73 prospects of which 53 are corrupt, as in the incident report.
@@ -347,9 +304,7 @@ mod tests {
         run(&format!(
             "SELECT invariants.require_on_set('{table}', 'status', 'contacted_at', {POST_CONTACT})"
         ));
-        run(&format!(
-            "SELECT invariants.write_once('{table}', 'contacted_at')"
-        ));
+        run(&format!("SELECT invariants.write_once('{table}', 'contacted_at')"));
     }
 
     #[pg_test]
@@ -367,8 +322,14 @@ mod tests {
         );
         // One row per detectable rule: write_once is about changes.
         assert_eq!(count("SELECT count(*) FROM invariants.violations('p6')"), 2);
-        assert_eq!(count("SELECT count(*) FROM invariants.violating_rows('p6', 'contacted_at_required_when_status')"), 53);
-        assert_eq!(count("SELECT count(*) FROM invariants.violating_rows('p6', 'contacted_at_required_when_status', 5)"), 5);
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.violating_rows('p6', 'contacted_at_required_when_status')"),
+            53
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.violating_rows('p6', 'contacted_at_required_when_status', 5)"),
+            5
+        );
         assert_eq!(
             text("SELECT key::text FROM invariants.violating_rows('p6', 'contacted_at_required_when_status', 1)"),
             "{\"id\": 1}"
@@ -394,10 +355,7 @@ mod tests {
             "SELECT fixed_count, group_ids FROM invariants.repair('p7', dry_run => true)",
         )
         .unwrap();
-        assert_eq!(
-            dry,
-            (Some(53), Some(vec!["1".into(), "2".into(), "3".into()]))
-        );
+        assert_eq!(dry, (Some(53), Some(vec!["1".into(), "2".into(), "3".into()])));
         assert_eq!(
             count("SELECT count(*) FROM p7 WHERE status = 'connection_request_sent'"),
             53
@@ -407,14 +365,8 @@ mod tests {
             0
         );
 
-        let fixed = Spi::get_two::<i64, Vec<String>>(
-            "SELECT fixed_count, group_ids FROM invariants.repair()",
-        )
-        .unwrap();
-        assert_eq!(
-            fixed,
-            (Some(53), Some(vec!["1".into(), "2".into(), "3".into()]))
-        );
+        let fixed = Spi::get_two::<i64, Vec<String>>("SELECT fixed_count, group_ids FROM invariants.repair()").unwrap();
+        assert_eq!(fixed, (Some(53), Some(vec!["1".into(), "2".into(), "3".into()])));
         assert_eq!(
             count("SELECT count(*) FROM p7 WHERE status = 'connection_request_sent'"),
             0
@@ -424,8 +376,10 @@ mod tests {
             53
         );
         assert_eq!(
-            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'REPAIR' AND tbl = 'p7'::regclass
-                      AND row_data->>'status' = 'connection_request_sent' AND row_data->>'updated_at' IS NULL"),
+            count(
+                "SELECT count(*) FROM invariants.audit_log WHERE op = 'REPAIR' AND tbl = 'p7'::regclass
+                      AND row_data->>'status' = 'connection_request_sent' AND row_data->>'updated_at' IS NULL"
+            ),
             53
         );
         assert_eq!(
@@ -440,15 +394,10 @@ mod tests {
     fn repair_rejects_bad_arguments() {
         incident_rows("p8");
         assert_eq!(
-            sqlstate_of(
-                "SELECT * FROM invariants.repair('p8', 'status_allowed_when_contacted_at_set')"
-            ),
+            sqlstate_of("SELECT * FROM invariants.repair('p8', 'status_allowed_when_contacted_at_set')"),
             "22023"
         );
-        assert_eq!(
-            sqlstate_of("SELECT * FROM invariants.repair('p8', 'nope')"),
-            "42704"
-        );
+        assert_eq!(sqlstate_of("SELECT * FROM invariants.repair('p8', 'nope')"), "42704");
         assert_eq!(
             sqlstate_of("SELECT * FROM invariants.repair('p8', dry_run => NULL)"),
             "22004"
@@ -474,8 +423,7 @@ mod tests {
             .iter()
             .any(|r| r["rule"] == "contacted_at_required_when_status" && r["violating"] == 53));
         let recommendations = health["recommendations"].to_string();
-        assert!(recommendations
-            .contains("invariants.repair('public.p9', 'contacted_at_required_when_status')"));
+        assert!(recommendations.contains("invariants.repair('public.p9', 'contacted_at_required_when_status')"));
 
         run("SELECT * FROM invariants.repair()");
         let health = Spi::get_one::<pgrx::JsonB>("SELECT invariants.health()")
@@ -519,10 +467,7 @@ mod tests {
             sqlstate_of("SELECT invariants.schedule_repair('every now and then')"),
             "22023"
         );
-        assert_eq!(
-            sqlstate_of("SELECT invariants.schedule_repair(NULL)"),
-            "22004"
-        );
+        assert_eq!(sqlstate_of("SELECT invariants.schedule_repair(NULL)"), "22004");
         run("CREATE EXTENSION pg_cron");
         let job = Spi::get_one::<i64>("SELECT invariants.schedule_repair('*/5 * * * *')")
             .unwrap()
@@ -533,8 +478,7 @@ mod tests {
             "*/5 * * * *"
         );
         assert!(
-            text("SELECT command FROM cron.job WHERE jobname = 'pg_invariants_repair'")
-                .contains("invariants.repair()")
+            text("SELECT command FROM cron.job WHERE jobname = 'pg_invariants_repair'").contains("invariants.repair()")
         );
         // Again: the same job, new schedule.
         run("SELECT invariants.schedule_repair('@hourly')");
@@ -542,20 +486,16 @@ mod tests {
             count("SELECT count(*) FROM cron.job WHERE jobname = 'pg_invariants_repair'"),
             1
         );
-        assert!(
-            Spi::get_one::<bool>("SELECT invariants.unschedule_repair()")
-                .unwrap()
-                .unwrap()
-        );
+        assert!(Spi::get_one::<bool>("SELECT invariants.unschedule_repair()")
+            .unwrap()
+            .unwrap());
         assert_eq!(
             count("SELECT count(*) FROM cron.job WHERE jobname = 'pg_invariants_repair'"),
             0
         );
-        assert!(
-            !Spi::get_one::<bool>("SELECT invariants.unschedule_repair()")
-                .unwrap()
-                .unwrap()
-        );
+        assert!(!Spi::get_one::<bool>("SELECT invariants.unschedule_repair()")
+            .unwrap()
+            .unwrap());
     }
 
     #[pg_test]
@@ -593,22 +533,17 @@ mod tests {
             let error = error_of(sql).unwrap_or_else(|| panic!("expected {expected} from {sql}"));
             assert_eq!(error.sqlstate, expected, "{sql}: {error:?}");
         }
-        let error =
-            error_of("SELECT invariants.require_not_null('t_bad', 'nope', 'status', ARRAY['x'])")
-                .unwrap();
+        let error = error_of("SELECT invariants.require_not_null('t_bad', 'nope', 'status', ARRAY['x'])").unwrap();
         assert!(
             error.message.contains("argument column") && error.message.contains("\"nope\""),
             "{error:?}"
         );
-        let error = error_of(
-            "SELECT invariants.add_rule('t_bad', 'r', 'write_once', '{\"colum\": \"sent_at\"}')",
-        )
-        .unwrap();
+        let error =
+            error_of("SELECT invariants.add_rule('t_bad', 'r', 'write_once', '{\"colum\": \"sent_at\"}')").unwrap();
         assert!(error.message.contains("colum"), "{error:?}");
 
         run("SELECT invariants.write_once('t_bad', 'sent_at')");
-        let error =
-            error_of("SELECT invariants.write_once('t_bad', 'sent_at')").expect("duplicate");
+        let error = error_of("SELECT invariants.write_once('t_bad', 'sent_at')").expect("duplicate");
         assert_eq!(error.sqlstate, "42710");
         assert!(error.message.contains("sent_at_write_once"), "{error:?}");
         assert_eq!(
@@ -625,18 +560,15 @@ mod tests {
                    '{"column": "sent_at", "when_column": "status", "when_values": ["sent"]}')"#,
         );
         assert_eq!(name, "sent_needs_time");
-        assert_eq!(
-            sqlstate_of("INSERT INTO t_gen VALUES (1, 'sent', NULL)"),
-            "23514"
-        );
+        assert_eq!(sqlstate_of("INSERT INTO t_gen VALUES (1, 'sent', NULL)"), "23514");
         assert_eq!(
             text("SELECT kind FROM invariants.rules WHERE name = 'sent_needs_time'"),
             "require_not_null"
         );
-        assert!(Spi::get_one::<bool>(
-            "SELECT detectable FROM invariants.rules WHERE name = 'sent_needs_time'"
-        )
-        .unwrap()
-        .unwrap());
+        assert!(
+            Spi::get_one::<bool>("SELECT detectable FROM invariants.rules WHERE name = 'sent_needs_time'")
+                .unwrap()
+                .unwrap()
+        );
     }
 }

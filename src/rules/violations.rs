@@ -54,11 +54,7 @@ pub fn detectable(tables: Option<&[Oid]>) -> (Vec<Detectable>, Vec<Broken>) {
         }
         let resolve = |name: &str| columns.iter().find(|c| c.name == name).cloned();
         if let Some(predicate) = rule.spec.violation_predicate(resolve) {
-            found.push(Detectable {
-                table,
-                rule,
-                predicate,
-            });
+            found.push(Detectable { table, rule, predicate });
         }
     }
     (found, broken)
@@ -85,10 +81,7 @@ pub fn count(detectable: &[Detectable]) -> Vec<TableCounts> {
     tables
         .into_iter()
         .map(|table| {
-            let rules: Vec<&Detectable> = detectable
-                .iter()
-                .filter(|d| d.table.oid == table.oid)
-                .collect();
+            let rules: Vec<&Detectable> = detectable.iter().filter(|d| d.table.oid == table.oid).collect();
             let per_rule_sql: Vec<String> = rules
                 .iter()
                 .map(|d| format!("count(*) FILTER (WHERE {})", d.predicate))
@@ -150,15 +143,10 @@ fn violations(
         .into_iter()
         .flat_map(|counts| {
             let (oid, total) = (counts.table.oid, counts.total);
-            counts.per_rule.into_iter().map(move |(rule, violating)| {
-                (
-                    Regclass(oid),
-                    rule,
-                    violating,
-                    total,
-                    percent(violating, total),
-                )
-            })
+            counts
+                .per_rule
+                .into_iter()
+                .map(move |(rule, violating)| (Regclass(oid), rule, violating, total, percent(violating, total)))
         })
         .collect();
     TableIterator::new(rows)
@@ -174,10 +162,7 @@ fn violating_rows(
 ) -> TableIterator<'static, (name!(tbl, Regclass), name!(rule, String), name!(key, JsonB))> {
     let table = table_arg(tbl, "tbl");
     let lim = match lim {
-        None => fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument lim must not be NULL",
-        ),
+        None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument lim must not be NULL"),
         Some(lim) if lim < 0 => fail(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             "argument lim must not be negative",
@@ -195,10 +180,7 @@ fn violating_rows(
     }
     let key_sql = key_expression(&table);
     let mut rows = Vec::new();
-    for d in detectable
-        .iter()
-        .filter(|d| rule.is_none_or(|r| r == d.rule.name))
-    {
+    for d in detectable.iter().filter(|d| rule.is_none_or(|r| r == d.rule.name)) {
         let sql = format!(
             "SELECT {key_sql} FROM {} t WHERE {} ORDER BY 1::text LIMIT $1",
             table.qualified(),
@@ -240,7 +222,10 @@ pub fn rule_not_detectable(table: &Table, rule: &str) -> ! {
     match kind {
         None => InvariantError::new(
             Code::ERRCODE_UNDEFINED_OBJECT,
-            format!("argument rule: rule \"{rule}\" of table {} does not exist", table.display()),
+            format!(
+                "argument rule: rule \"{rule}\" of table {} does not exist",
+                table.display()
+            ),
         )
         .hint("SELECT name FROM invariants.rules lists the declared rules.")
         .raise(),
