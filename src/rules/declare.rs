@@ -271,12 +271,17 @@ pub fn install_trigger(table: &Table) {
         .collect();
     columns.sort();
     columns.dedup();
-    let drop = format!(
-        "DROP TRIGGER IF EXISTS {} ON {}",
-        quote_ident(TRIGGER_NAME),
-        table.qualified()
-    );
-    spi(Spi::run(&drop));
+    let installed = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
+        &[table.oid.into(), TRIGGER_NAME.into()],
+    ));
+    if installed == Some(true) {
+        spi(Spi::run(&format!(
+            "DROP TRIGGER {} ON {}",
+            quote_ident(TRIGGER_NAME),
+            table.qualified()
+        )));
+    }
     if !columns.is_empty() {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION invariants.enforce_rules()",
