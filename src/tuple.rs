@@ -59,23 +59,30 @@ impl ColumnReader {
         self.datum(row).is_none()
     }
 
-    /// The value in its type's text form, as bytes; None for NULL.
-    pub fn text(&self, row: Row) -> Option<Vec<u8>> {
-        let datum = self.datum(row)?;
+    /// Calls `f` with the value in its type's text form, as bytes (None for
+    /// NULL), without copying text and varchar values.
+    pub fn with_text<R>(&self, row: Row, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let Some(datum) = self.datum(row) else { return f(None) };
         // SAFETY: `datum` is a non-null value of this column's type; text
         // and varchar are varlenas, and the output function returns a
-        // palloc'd C string in the per-row memory context.
+        // palloc'd C string. Both live in the per-row memory context at
+        // least until `f` returns.
         unsafe {
             if self.text_like {
                 let packed = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
                 let len = pgrx::varlena::varsize_any_exhdr(packed);
                 let data = pgrx::varlena::vardata_any(packed) as *const u8;
-                Some(std::slice::from_raw_parts(data, len).to_vec())
+                f(Some(std::slice::from_raw_parts(data, len)))
             } else {
                 let text = pg_sys::OidOutputFunctionCall(self.output_fn, datum);
-                Some(CStr::from_ptr(text).to_bytes().to_vec())
+                f(Some(CStr::from_ptr(text).to_bytes()))
             }
         }
+    }
+
+    /// The value in its type's text form, as owned bytes; None for NULL.
+    pub fn text(&self, row: Row) -> Option<Vec<u8>> {
+        self.with_text(row, |bytes| bytes.map(<[u8]>::to_vec))
     }
 
     /// The value for messages: a quoted literal, or NULL.

@@ -123,8 +123,8 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
             when,
             when_values,
         } => {
-            let when_value = when.text(new)?;
-            if when_values.contains(&when_value) && column.is_null(new) {
+            let required = when.with_text(new, |value| value.is_some_and(|v| when_values.contains(v)));
+            if required && column.is_null(new) {
                 return Some(Violation {
                     detail: format!("{} is NULL while {} = {}.", column.name, when.name, when.display(new)),
                     hint: format!(
@@ -139,9 +139,9 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
             if when.is_null(new) {
                 return None;
             }
-            match column.text(new) {
-                Some(value) if allowed.contains(&value) => None,
-                _ => Some(Violation {
+            match column.with_text(new, |value| value.is_some_and(|v| allowed.contains(v))) {
+                true => None,
+                false => Some(Violation {
                     detail: format!(
                         "{} = {} while {} is set ({}).",
                         column.name,

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Row-state rules: 1M-row UPDATE side by side with no trigger, a CHECK
+# constraint, a no-op C trigger (suppress_redundant_updates_trigger, the floor
+# of any row trigger), the incident's PL/pgSQL trigger, and pg_invariants.
+#   benches/rules.sh [rows] [rounds]
+set -euo pipefail
+rows=${1:-1000000}
+rounds=${2:-3}
+. "$(dirname "$0")/common.sh"
+bench_start
+
+variants=(none check noop plpgsql ours)
+echo "== setting up ${#variants[@]} tables of $rows rows"
+for v in "${variants[@]}"; do
+  bench_sql -q <<SQL
+CREATE TABLE t_$v (id bigint PRIMARY KEY, campaign_id int, status text NOT NULL,
+                   contacted_at timestamptz, note text);
+INSERT INTO t_$v SELECT i, i % 100, 'connected', now(), 'n' FROM generate_series(1, $rows) i;
+SQL
+done
+bench_sql -q <<'SQL'
+ALTER TABLE t_check ADD CONSTRAINT sent_needs_contact
+    CHECK (status <> 'connection_request_sent' OR contacted_at IS NOT NULL),
+  ADD CONSTRAINT contacted_status
+    CHECK (contacted_at IS NULL OR status IN ('connection_request_sent','connected','messaging','replied','failed'));
+
+CREATE TRIGGER noop BEFORE UPDATE ON t_noop FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+
+-- The incident's trigger, as they wrote it (BEFORE UPDATE, all columns).
+CREATE FUNCTION incident_rules() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'connection_request_sent' AND NEW.contacted_at IS NULL THEN
+        RAISE EXCEPTION 'status requires contacted_at';
+    END IF;
+    IF OLD.contacted_at IS NULL AND NEW.contacted_at IS NOT NULL
+       AND NEW.status NOT IN ('connection_request_sent','connected','messaging','replied','failed') THEN
+        RAISE EXCEPTION 'bad status for contact';
+    END IF;
+    IF OLD.contacted_at IS NOT NULL AND NEW.contacted_at IS NULL THEN
+        RAISE EXCEPTION 'contacted_at cannot be cleared';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER incident BEFORE UPDATE ON t_plpgsql FOR EACH ROW EXECUTE FUNCTION incident_rules();
+
+SELECT invariants.require_not_null('t_ours', 'contacted_at', 'status', ARRAY['connection_request_sent']);
+SELECT invariants.require_on_set('t_ours', 'status', 'contacted_at',
+         ARRAY['connection_request_sent','connected','messaging','replied','failed']);
+SELECT invariants.write_once('t_ours', 'contacted_at');
+SQL
+
+declare -A rule_cols other_cols
+statuses=(messaging replied)
+for round in $(seq 1 "$rounds"); do
+  status=${statuses[$((round % 2))]}
+  for v in "${variants[@]}"; do
+    rule_cols[$v]+="$(time_ms "UPDATE t_$v SET status = '$status'") "
+    other_cols[$v]+="$(time_ms "UPDATE t_$v SET note = 'r$round'") "
+  done
+  echo "round $round done"
+done
+
+best() { tr ' ' '\n' | grep -v '^$' | min_of; }
+echo
+echo "== 1M-row UPDATE, best of $rounds rounds (ms)"
+printf '%-10s %16s %16s\n' variant "rule columns" "other columns"
+declare -A rc oc
+for v in "${variants[@]}"; do
+  rc[$v]=$(echo "${rule_cols[$v]}" | best)
+  oc[$v]=$(echo "${other_cols[$v]}" | best)
+  printf '%-10s %16s %16s\n' "$v" "${rc[$v]}" "${oc[$v]}"
+done
+over() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
+ours_over=$(over "${rc[ours]}" "${rc[none]}")
+plpgsql_over=$(over "${rc[plpgsql]}" "${rc[none]}")
+noop_over=$(over "${rc[noop]}" "${rc[none]}")
+echo
+echo "== ratios (UPDATE of the rule columns: overhead = time - no trigger)"
+echo "ours overhead / PL/pgSQL overhead:      $(ratio "$ours_over" "$plpgsql_over")  (target <= 0.50)"
+echo "ours overhead / no-op C trigger overhead: $(ratio "$ours_over" "$noop_over")  (target <= 1.30)"
+echo "== ratios (UPDATE of other columns)"
+echo "ours / no trigger:                       $(ratio "${oc[ours]}" "${oc[none]}")  (target <= 1.05)"
+echo "PL/pgSQL / no trigger:                   $(ratio "${oc[plpgsql]}" "${oc[none]}")"
