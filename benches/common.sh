@@ -12,7 +12,10 @@ bench_start() {
   if [ "${SKIP_INSTALL:-}" != 1 ]; then
     cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null
   fi
-  start_cluster "$bench_dir" "$bench_port" "shared_buffers = '512MB'" "max_wal_size = '4GB'" "$@"
+  # Less I/O noise: the benchmarks compare CPU work done per row.
+  start_cluster "$bench_dir" "$bench_port" "shared_buffers = '1GB'" "max_wal_size = '8GB'" \
+    "wal_level = minimal" "max_wal_senders = 0" "synchronous_commit = off" "full_page_writes = off" \
+    "autovacuum = off" "$@"
   trap 'stop_cluster "$bench_dir"' EXIT
   bench_sql -q -c "CREATE EXTENSION pg_invariants" >/dev/null
   bench_sql -q <<'SQL'
@@ -27,13 +30,14 @@ SQL
 
 bench_sql() { psql -X -h "$bench_dir" -p "$bench_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
-# time_ms SQL: milliseconds taken by SQL, run after a VACUUM of every table.
+# time_ms SQL [TABLE]: milliseconds taken by SQL, run after a VACUUM (of
+# TABLE, or of everything) and a CHECKPOINT.
 time_ms() {
-  bench_sql -q -c "VACUUM" >/dev/null
+  bench_sql -q -c "VACUUM ${2:-}" -c "CHECKPOINT" >/dev/null
   bench_sql -tA -c "SELECT bench_ms(\$bench\$$1\$bench\$)"
 }
 
-# min of the numbers on stdin
-min_of() { sort -g | head -n 1; }
+# median of the numbers on stdin (one per line or space-separated)
+median_of() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "n/a"; else printf "%.2f", a / b }'; }

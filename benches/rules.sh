@@ -3,9 +3,10 @@
 # constraint, a no-op C trigger (suppress_redundant_updates_trigger, the floor
 # of any row trigger), the incident's PL/pgSQL trigger, and pg_invariants.
 #   benches/rules.sh [rows] [rounds]
+# Each round times every variant once, in a rotated order; medians are shown.
 set -euo pipefail
 rows=${1:-1000000}
-rounds=${2:-3}
+rounds=${2:-5}
 . "$(dirname "$0")/common.sh"
 bench_start
 
@@ -53,16 +54,18 @@ declare -A rule_cols other_cols
 statuses=(messaging replied)
 for round in $(seq 1 "$rounds"); do
   status=${statuses[$((round % 2))]}
-  for v in "${variants[@]}"; do
-    rule_cols[$v]+="$(time_ms "UPDATE t_$v SET status = '$status'") "
-    other_cols[$v]+="$(time_ms "UPDATE t_$v SET note = 'r$round'") "
+  n=${#variants[@]}
+  for i in $(seq 0 $((n - 1))); do
+    v=${variants[$(((i + round) % n))]}
+    rule_cols[$v]+="$(time_ms "UPDATE t_$v SET status = '$status'" "t_$v") "
+    other_cols[$v]+="$(time_ms "UPDATE t_$v SET note = 'r$round'" "t_$v") "
   done
   echo "round $round done"
 done
 
-best() { tr ' ' '\n' | grep -v '^$' | min_of; }
+best() { median_of; }
 echo
-echo "== 1M-row UPDATE, best of $rounds rounds (ms)"
+echo "== $rows-row UPDATE, median of $rounds rounds (ms)"
 printf '%-10s %16s %16s\n' variant "rule columns" "other columns"
 declare -A rc oc
 for v in "${variants[@]}"; do
