@@ -23,7 +23,7 @@ CREATE TABLE invariants.audit_log (
     at               timestamptz NOT NULL DEFAULT now(),
     txid             xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
     op               text        NOT NULL
-                     CHECK (op IN ('DELETE', 'TRUNCATE', 'PURGE', 'REPAIR', 'SOFT_DELETE', 'DROP', 'PRUNE')),
+                     CHECK (op IN ('DELETE', 'TRUNCATE', 'PURGE', 'REPAIR', 'SOFT_DELETE', 'DROP', 'PRUNE', 'RESTORE')),
     tbl              regclass,
     schema_name      text        NOT NULL,
     table_name       text        NOT NULL,
@@ -40,9 +40,18 @@ CREATE INDEX audit_log_tbl_at_idx ON invariants.audit_log (tbl, at);
 COMMENT ON TABLE invariants.audit_log IS
     'Append-only: one row per deleted, truncated, purged, repaired or dropped row. Only invariants.prune_audit removes entries.';
 
+-- Tables whose DELETE and TRUNCATE are captured (invariants.enable_audit).
+CREATE TABLE invariants.audited_tables (
+    tbl                    regclass    PRIMARY KEY,
+    truncate_capture_limit bigint      NOT NULL CHECK (truncate_capture_limit >= 0),
+    enabled_at             timestamptz NOT NULL DEFAULT now(),
+    enabled_by             text        NOT NULL DEFAULT current_user
+);
+
 -- pg_dump keeps the user's declarations and history.
 SELECT pg_catalog.pg_extension_config_dump('invariants.rule_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audited_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
 
 -- Not writable by PUBLIC: the extension's functions write them on a table
@@ -52,3 +61,5 @@ SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
 REVOKE ALL ON invariants.rule_definitions FROM PUBLIC;
 GRANT SELECT ON invariants.rule_definitions TO PUBLIC;
 REVOKE ALL ON invariants.audit_log FROM PUBLIC;
+REVOKE ALL ON invariants.audited_tables FROM PUBLIC;
+GRANT SELECT ON invariants.audited_tables TO PUBLIC;

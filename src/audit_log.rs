@@ -3,6 +3,7 @@
 //! removes entries, and it records that it did.
 use std::cell::Cell;
 
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -96,31 +97,64 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
     })
 }
 
-/// Appends one entry per row image in `rows` (jsonb), for `op` on `table`.
-/// Runs as the extension's owner: only this insert, never user code.
-pub fn record_rows(op: &str, table: &Table, rows: Vec<pgrx::JsonB>) {
-    if rows.is_empty() {
-        return;
-    }
+/// Copies every row of `source` (a FROM item aliased `o`) to the log as an
+/// `op` entry of `table`, in one statement run as the extension's owner.
+/// `source` may use `$6` onwards, bound to `args`. Inside a trigger pass its
+/// data, so that a transition table can be named in `source`.
+pub fn capture(
+    op: &str,
+    table: &Table,
+    source: &str,
+    args: Vec<DatumWithOid<'static>>,
+    trigger: Option<*mut pg_sys::TriggerData>,
+) {
+    capture_at_depth(op, table, source, "pg_catalog.pg_trigger_depth()", args, trigger)
+}
+
+/// Like [`capture`], with `trigger_depth` computed by the SQL expression
+/// `depth` (which may refer to the row as `o`).
+pub fn capture_at_depth(
+    op: &str,
+    table: &Table,
+    source: &str,
+    depth: &str,
+    args: Vec<DatumWithOid<'static>>,
+    trigger: Option<*mut pg_sys::TriggerData>,
+) {
+    let sql = format!(
+        "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement, trigger_depth)
+         SELECT $1, $2, $3, $4, pg_catalog.to_jsonb(o), $5, {depth} FROM {source}"
+    );
     let statement: Option<String> = if crate::guc::AUDIT_STATEMENT.get() {
         spi(Spi::get_one::<String>("SELECT pg_catalog.current_query()"))
     } else {
         None
     };
+    let mut all_args: Vec<DatumWithOid<'static>> = vec![
+        op.to_string().into(),
+        Regclass(table.oid).into(),
+        table.schema.clone().into(),
+        table.name.clone().into(),
+        statement.into(),
+    ];
+    all_args.extend(args);
     as_extension_owner(|| {
-        spi(Spi::run_with_args(
-            "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement)
-             SELECT $1, $2, $3, $4, r, $5 FROM unnest($6::jsonb[]) AS r",
-            &[
-                op.into(),
-                Regclass(table.oid).into(),
-                table.schema.as_str().into(),
-                table.name.as_str().into(),
-                statement.into(),
-                rows.into(),
-            ],
-        ))
+        Spi::connect_mut(|client| {
+            if let Some(trigger) = trigger {
+                // SAFETY: the trigger data is the one Postgres passed to the
+                // running trigger, and this SPI connection ends before it returns.
+                unsafe { pg_sys::SPI_register_trigger_data(trigger) };
+            }
+            spi(client.update(&sql, None, &all_args));
+        })
     })
+}
+
+/// Appends one entry per row image in `rows` (jsonb), for `op` on `table`.
+pub fn record_rows(op: &str, table: &Table, rows: Vec<pgrx::JsonB>) {
+    if !rows.is_empty() {
+        capture(op, table, "unnest($6::jsonb[]) AS o", vec![rows.into()], None);
+    }
 }
 
 struct ResetPruning;

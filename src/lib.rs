@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod audit;
 pub mod audit_log;
 pub mod catalog;
 pub mod errors;

@@ -1,0 +1,119 @@
+//! `invariants.audit_delete()`: AFTER DELETE ... REFERENCING OLD TABLE FOR
+//! EACH STATEMENT. Copies the whole transition table to the audit log with
+//! one set-based statement. Rows removed by `ON DELETE CASCADE` arrive
+//! through the child table's own trigger; Postgres fires it at the end of
+//! the outer statement (so `pg_trigger_depth()` cannot tell them apart), and
+//! they are recognised instead by their parent row being gone: their
+//! `trigger_depth` is one more than a direct delete's.
+use std::ffi::CStr;
+
+use pgrx::pg_sys::{self, Datum};
+
+use pgrx::prelude::*;
+
+use crate::audit_log::capture_at_depth;
+use crate::catalog::{quote_ident, self_and_ancestors, spi, Table};
+use crate::errors::{trigger_data, Code, InvariantError};
+use crate::relcache;
+
+pub const TRIGGER_NAME: &str = "invariants_audit_delete";
+
+crate::trigger_function!(audit_delete, pg_finfo_audit_delete, audit_delete_body);
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION invariants.audit_delete() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'audit_delete';
+"#,
+    name = "audit_delete",
+    requires = ["schema"]
+);
+
+fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    // SAFETY: fcinfo is the one Postgres passed to this C function.
+    let trigger = unsafe { trigger_data(fcinfo)? };
+    // SAFETY: the trigger manager passes a valid trigger and relation.
+    let (relid, old_table) = unsafe {
+        let old = (*trigger.tg_trigger).tgoldtable;
+        (
+            (*trigger.tg_relation).rd_id,
+            (!old.is_null()).then(|| CStr::from_ptr(old).to_string_lossy().into_owned()),
+        )
+    };
+    let event = trigger.tg_event;
+    let Some(old_table) = old_table.filter(|_| event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_DELETE)
+    else {
+        return Err(InvariantError::new(
+            Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "invariants.audit_delete() must run AFTER DELETE ... REFERENCING OLD TABLE ... FOR EACH STATEMENT",
+        ));
+    };
+    let Some(table) = Table::lookup(relid) else {
+        return Ok(Datum::from(0));
+    };
+    let source = format!("{} AS o", quote_ident(&old_table));
+    let cascaded = relcache::get_or_build(relid, || CascadeCondition(cascaded_condition(relid)));
+    let depth = match &cascaded.0 {
+        Some(condition) => format!("pg_catalog.pg_trigger_depth() + CASE WHEN {condition} THEN 1 ELSE 0 END"),
+        None => "pg_catalog.pg_trigger_depth()".into(),
+    };
+    capture_at_depth(
+        "DELETE",
+        &table,
+        &source,
+        &depth,
+        Vec::new(),
+        Some(trigger as *const _ as *mut _),
+    );
+    Ok(Datum::from(0))
+}
+
+/// The SQL condition, on a deleted row `o`, that a parent it references
+/// through an ON DELETE CASCADE foreign key no longer exists; None when the
+/// table has no such key. Cached per relation.
+struct CascadeCondition(Option<String>);
+
+fn cascaded_condition(relid: pg_sys::Oid) -> Option<String> {
+    let keys: Vec<(String, Vec<String>, Vec<String>)> = Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT c.confrelid::regclass::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                    ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.confdeltype = 'c' AND c.conrelid = ANY ($1)",
+            None,
+            &[self_and_ancestors(relid).into()],
+        ));
+        rows.map(|row| {
+            (
+                spi(row.get::<String>(1)).unwrap_or_default(),
+                spi(row.get::<Vec<String>>(2)).unwrap_or_default(),
+                spi(row.get::<Vec<String>>(3)).unwrap_or_default(),
+            )
+        })
+        .collect()
+    });
+    let conditions: Vec<String> = keys
+        .iter()
+        .filter(|(_, columns, parent_columns)| !columns.is_empty() && columns.len() == parent_columns.len())
+        .map(|(parent, columns, parent_columns)| {
+            let present = columns
+                .iter()
+                .map(|c| format!("o.{} IS NOT NULL", quote_ident(c)))
+                .collect::<Vec<_>>();
+            let matches = columns
+                .iter()
+                .zip(parent_columns)
+                .map(|(c, p)| format!("p.{} = o.{}", quote_ident(p), quote_ident(c)))
+                .collect::<Vec<_>>();
+            format!(
+                "({} AND NOT EXISTS (SELECT FROM {parent} p WHERE {}))",
+                present.join(" AND "),
+                matches.join(" AND ")
+            )
+        })
+        .collect();
+    (!conditions.is_empty()).then(|| conditions.join(" OR "))
+}

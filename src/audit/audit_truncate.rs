@@ -1,0 +1,73 @@
+//! `invariants.audit_truncate()`: BEFORE TRUNCATE FOR EACH STATEMENT. Every
+//! row is still readable here, so it is copied to the audit log first; a
+//! table holding more rows than its capture limit refuses the TRUNCATE.
+//! Postgres fires it for each table a TRUNCATE reaches, `TRUNCATE ...
+//! CASCADE` included.
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+
+use super::truncate_capture_limit;
+use crate::audit_log::capture;
+use crate::catalog::{spi, Table};
+use crate::errors::{trigger_data, Code, InvariantError};
+
+pub const TRIGGER_NAME: &str = "invariants_audit_truncate";
+
+crate::trigger_function!(audit_truncate, pg_finfo_audit_truncate, audit_truncate_body);
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION invariants.audit_truncate() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'audit_truncate';
+"#,
+    name = "audit_truncate",
+    requires = ["schema"]
+);
+
+fn audit_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    // SAFETY: fcinfo is the one Postgres passed to this C function.
+    let trigger = unsafe { trigger_data(fcinfo)? };
+    if trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_TRUNCATE {
+        return Err(InvariantError::new(
+            Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "invariants.audit_truncate() must run BEFORE TRUNCATE ... FOR EACH STATEMENT",
+        ));
+    }
+    // SAFETY: the trigger manager passes an open relation.
+    let relid = unsafe { (*trigger.tg_relation).rd_id };
+    let Some(table) = Table::lookup(relid) else {
+        return Ok(Datum::from(0));
+    };
+    let Some(limit) = truncate_capture_limit(relid) else {
+        return Ok(Datum::from(0));
+    };
+    let rows = spi(Spi::get_one::<i64>(&format!(
+        "SELECT count(*) FROM (SELECT FROM ONLY {} LIMIT {}) s",
+        table.qualified(),
+        limit.saturating_add(1)
+    )))
+    .unwrap_or(0);
+    if rows > limit {
+        return Err(InvariantError::new(
+            Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "TRUNCATE of {} refused: it holds more than {limit} rows, its truncate capture limit",
+                table.display()
+            ),
+        )
+        .detail("Audited tables are copied to invariants.audit_log before TRUNCATE, so that they can be restored; nothing was removed.")
+        .hint(format!(
+            "Raise the limit with SELECT invariants.enable_audit('{}', truncate_capture_limit => <rows>); or DELETE in batches (each batch is captured), or stop auditing with invariants.disable_audit.",
+            table.display()
+        ))
+        .table(&table.schema, &table.name));
+    }
+    capture(
+        "TRUNCATE",
+        &table,
+        &format!("ONLY {} AS o", table.qualified()),
+        Vec::new(),
+        None,
+    );
+    Ok(Datum::from(0))
+}

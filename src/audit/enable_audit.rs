@@ -1,0 +1,98 @@
+//! `invariants.enable_audit` and `invariants.disable_audit`: install and
+//! remove the capture triggers on a table (and each of its partitions, so
+//! that a DELETE or TRUNCATE naming a partition is captured as well).
+use pgrx::prelude::*;
+
+use super::{audit_delete, audit_truncate};
+use crate::catalog::{partition_tree, quote_ident, spi, table_arg, Regclass, Table};
+use crate::errors::{fail, Code, InvariantError};
+use crate::privilege::as_extension_owner;
+
+/// Starts capturing every row removed from `tbl` by DELETE or TRUNCATE.
+/// Calling it again changes the limit and installs the triggers on
+/// partitions attached since.
+#[pg_extern(schema = "invariants")]
+fn enable_audit(tbl: Option<Regclass>, truncate_capture_limit: default!(Option<i64>, "1000000")) {
+    let table = table_arg(tbl, "tbl");
+    let limit = match truncate_capture_limit {
+        None => fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument truncate_capture_limit must not be NULL",
+        ),
+        Some(limit) if limit < 0 => InvariantError::new(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "argument truncate_capture_limit must not be negative",
+        )
+        .hint(
+            "It is the most rows a TRUNCATE may remove (and copy first); 0 refuses any TRUNCATE of a non-empty table.",
+        )
+        .raise(),
+        Some(limit) => limit,
+    };
+    as_extension_owner(|| {
+        spi(Spi::run_with_args(
+            "INSERT INTO invariants.audited_tables (tbl, truncate_capture_limit, enabled_by) VALUES ($1, $2, session_user)
+             ON CONFLICT (tbl) DO UPDATE SET truncate_capture_limit = EXCLUDED.truncate_capture_limit",
+            &[Regclass(table.oid).into(), limit.into()],
+        ))
+    });
+    for relid in partition_tree(table.oid) {
+        if let Some(target) = Table::lookup(relid) {
+            install_triggers(&target);
+        }
+    }
+}
+
+/// Stops capturing; entries already in the log stay. Harmless when the
+/// table is not audited.
+#[pg_extern(schema = "invariants")]
+fn disable_audit(tbl: Option<Regclass>) {
+    let table = table_arg(tbl, "tbl");
+    as_extension_owner(|| {
+        spi(Spi::run_with_args(
+            "DELETE FROM invariants.audited_tables WHERE tbl = $1",
+            &[Regclass(table.oid).into()],
+        ))
+    });
+    for relid in partition_tree(table.oid) {
+        if let Some(target) = Table::lookup(relid) {
+            drop_trigger(&target, audit_delete::TRIGGER_NAME);
+            drop_trigger(&target, audit_truncate::TRIGGER_NAME);
+        }
+    }
+}
+
+fn has_trigger(table: &Table, name: &str) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
+        &[table.oid.into(), name.into()],
+    )) == Some(true)
+}
+
+fn drop_trigger(table: &Table, name: &str) {
+    if has_trigger(table, name) {
+        spi(Spi::run(&format!(
+            "DROP TRIGGER {} ON {}",
+            quote_ident(name),
+            table.qualified()
+        )));
+    }
+}
+
+fn install_triggers(table: &Table) {
+    if !has_trigger(table, audit_delete::TRIGGER_NAME) {
+        spi(Spi::run(&format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS invariants_deleted
+             FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_delete()",
+            quote_ident(audit_delete::TRIGGER_NAME),
+            table.qualified()
+        )));
+    }
+    if !has_trigger(table, audit_truncate::TRIGGER_NAME) {
+        spi(Spi::run(&format!(
+            "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_truncate()",
+            quote_ident(audit_truncate::TRIGGER_NAME),
+            table.qualified()
+        )));
+    }
+}

@@ -1,0 +1,322 @@
+//! Tests of DELETE/TRUNCATE capture and restore.
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::testing::{count, error_of, sqlstate_of};
+
+    fn run(sql: &str) {
+        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn text(sql: &str) -> String {
+        Spi::get_one::<String>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_default()
+    }
+
+    /// Rows of `a` and `b` whose text form differs (by id), both ways.
+    fn differing_rows(a: &str, b: &str) -> i64 {
+        count(&format!(
+            "SELECT count(*) FROM {a} x FULL JOIN {b} y USING (id) WHERE x::text IS DISTINCT FROM y::text"
+        ))
+    }
+
+    #[pg_test]
+    fn delete_is_captured_once_per_row_with_every_column() {
+        run("CREATE TABLE a1 (id int PRIMARY KEY, name text)");
+        run("INSERT INTO a1 SELECT i, 'n' || i FROM generate_series(1, 5) i");
+        run("SELECT invariants.enable_audit('a1')");
+        run("SET LOCAL application_name = 'cleanup-script'");
+        run("DELETE FROM a1 WHERE id <= 3");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE' AND tbl = 'a1'::regclass"),
+            3
+        );
+        let checks = count(
+            "SELECT count(*) FROM invariants.audit_log
+              WHERE op = 'DELETE' AND schema_name = 'public' AND table_name = 'a1'
+                AND txid = pg_current_xact_id() AND db_user = current_user AND \"session_user\" = session_user
+                AND application_name = 'cleanup-script' AND trigger_depth = 1
+                AND statement IS NOT NULL AND row_data ? 'name' AND at = now()",
+        );
+        assert_eq!(checks, 3);
+        assert_eq!(
+            text("SELECT string_agg(row_data->>'name', ',' ORDER BY id) FROM invariants.audit_log WHERE op = 'DELETE'"),
+            "n1,n2,n3"
+        );
+        run("SET LOCAL invariants.audit_statement = off");
+        run("DELETE FROM a1 WHERE id = 4");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE' AND statement IS NULL"),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn cascaded_deletes_are_captured_with_their_depth() {
+        run("CREATE TABLE users (id int PRIMARY KEY)");
+        run("CREATE TABLE talent (id int PRIMARY KEY, user_id int REFERENCES users ON DELETE CASCADE)");
+        run(
+            "CREATE TABLE deal (id int PRIMARY KEY, talent_id int REFERENCES talent ON DELETE CASCADE, amount numeric)",
+        );
+        run("INSERT INTO users VALUES (1), (2)");
+        run("INSERT INTO talent SELECT i, 1 + i % 2 FROM generate_series(1, 20) i");
+        run("INSERT INTO deal SELECT i, 1 + i % 20, i * 10.5 FROM generate_series(1, 50) i");
+        for t in ["users", "talent", "deal"] {
+            run(&format!("SELECT invariants.enable_audit('{t}')"));
+        }
+        run("DELETE FROM users WHERE id = 1");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'users'::regclass AND trigger_depth = 1"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'talent'::regclass AND trigger_depth = 2"),
+            10
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'deal'::regclass AND trigger_depth = 2"),
+            25
+        );
+        assert_eq!(count("SELECT count(*) FROM deal"), 25);
+
+        // One call restores all three tables, parents first.
+        let restored = Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT tbl::text, restored, skipped FROM invariants.restore(pg_current_xact_id())",
+                    None,
+                    &[],
+                )
+                .unwrap();
+            rows.map(|r| {
+                (
+                    r.get::<String>(1).unwrap().unwrap(),
+                    r.get::<i64>(2).unwrap().unwrap(),
+                    r.get::<i64>(3).unwrap().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+        });
+        assert_eq!(
+            restored,
+            vec![("users".into(), 1, 0), ("talent".into(), 10, 0), ("deal".into(), 25, 0)]
+        );
+        assert_eq!(count("SELECT count(*) FROM deal"), 50);
+        assert_eq!(count("SELECT count(*) FROM talent"), 20);
+        // Restoring twice restores nothing.
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.restore(pg_current_xact_id())"),
+            0
+        );
+        assert_eq!(count("SELECT count(*) FROM deal"), 50);
+    }
+
+    #[pg_test]
+    fn every_common_type_survives_delete_and_restore_exactly() {
+        run("CREATE TYPE color AS ENUM ('red', 'green')");
+        run(
+            "CREATE TABLE typed (id int PRIMARY KEY, n numeric(30,10), big numeric, f float8, r real, ts timestamptz,
+                                t timestamp(6), d date, iv interval, ints int[], texts text[], j jsonb, c color,
+                                b bytea, u uuid, ok boolean, q text, nothing text)",
+        );
+        run(r#"INSERT INTO typed VALUES
+            (1, 12345678901234567890.0123456789, 1e-30, 0.1, 1.5, '2026-11-24 10:11:12.123456+03', '2026-01-01 00:00:00.000001',
+             '2026-02-28', '1 year 2 mons 3 days 04:05:06.7', ARRAY[1,NULL,3], ARRAY['a','b"c',NULL], '{"k": [1, 2.50, null], "s": "x"}',
+             'green', '\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', true, 'it''s "quoted" — ünïcødé ✓ 漢字', NULL),
+            (2, NULL, 'NaN', 'Infinity', '-Infinity', NULL, NULL, NULL, NULL, '{}', '{}', '[]', NULL, '', NULL, false, '', NULL)"#);
+        run("CREATE TABLE typed_copy AS SELECT * FROM typed");
+        run("SELECT invariants.enable_audit('typed')");
+        run("DELETE FROM typed");
+        assert_eq!(count("SELECT count(*) FROM typed"), 0);
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'typed', since => now())"),
+            2
+        );
+        assert_eq!(differing_rows("typed", "typed_copy"), 0);
+        // The same through TRUNCATE.
+        run("TRUNCATE typed");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'typed', since => now())"),
+            2
+        );
+        assert_eq!(differing_rows("typed", "typed_copy"), 0);
+    }
+
+    #[pg_test]
+    fn truncate_is_captured_for_each_table_it_reaches() {
+        run("CREATE TABLE t_a (id int PRIMARY KEY)");
+        run("CREATE TABLE t_b (id int PRIMARY KEY)");
+        run("CREATE TABLE t_parent (id int PRIMARY KEY)");
+        run("CREATE TABLE t_child (id int PRIMARY KEY, parent_id int REFERENCES t_parent)");
+        run("INSERT INTO t_a SELECT generate_series(1, 3); INSERT INTO t_b SELECT generate_series(1, 4)");
+        run("INSERT INTO t_parent SELECT generate_series(1, 2); INSERT INTO t_child SELECT i, 1 + i % 2 FROM generate_series(1, 6) i");
+        for t in ["t_a", "t_b", "t_parent", "t_child"] {
+            run(&format!("SELECT invariants.enable_audit('{t}')"));
+        }
+        run("TRUNCATE t_a");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'TRUNCATE' AND tbl = 't_a'::regclass"),
+            3
+        );
+        run("TRUNCATE t_a, t_b");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'TRUNCATE' AND tbl = 't_b'::regclass"),
+            4
+        );
+        run("TRUNCATE t_parent CASCADE");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'TRUNCATE' AND tbl = 't_child'::regclass"),
+            6
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'TRUNCATE' AND tbl = 't_parent'::regclass"),
+            2
+        );
+        let restored = count("SELECT sum(restored)::bigint FROM invariants.restore(since => now())");
+        assert_eq!(restored, 3 + 4 + 2 + 6);
+        assert_eq!(count("SELECT count(*) FROM t_child"), 6);
+    }
+
+    #[pg_test]
+    fn truncate_above_the_capture_limit_is_refused_and_removes_nothing() {
+        run("CREATE TABLE big (id int PRIMARY KEY)");
+        run("INSERT INTO big SELECT generate_series(1, 11)");
+        run("SELECT invariants.enable_audit('big', truncate_capture_limit => 10)");
+        let error = error_of("TRUNCATE big").expect("refused");
+        assert_eq!(error.sqlstate, "54000");
+        assert!(error.message.contains("more than 10 rows"), "{error:?}");
+        assert!(error.hint.contains("truncate_capture_limit"), "{error:?}");
+        assert_eq!(error.table, "big");
+        assert_eq!(count("SELECT count(*) FROM big"), 11);
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'big'::regclass"),
+            0
+        );
+        // Calling enable_audit again is harmless and raises the limit.
+        run("SELECT invariants.enable_audit('big', truncate_capture_limit => 100)");
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'big'::regclass AND tgname LIKE 'invariants_audit%'"
+            ),
+            2
+        );
+        run("TRUNCATE big");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'big'::regclass"),
+            11
+        );
+    }
+
+    #[pg_test]
+    fn restore_handles_dropped_and_added_columns_identity_and_generated() {
+        run(
+            "CREATE TABLE evolving (junk int, id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price numeric,
+                                    doubled numeric GENERATED ALWAYS AS (price * 2) STORED)",
+        );
+        run("ALTER TABLE evolving DROP COLUMN junk");
+        run("INSERT INTO evolving (price) VALUES (10), (20)");
+        run("SELECT invariants.enable_audit('evolving')");
+        run("DELETE FROM evolving");
+        run("ALTER TABLE evolving ADD COLUMN currency text NOT NULL DEFAULT 'EUR'");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'evolving', since => now())"),
+            2
+        );
+        assert_eq!(text("SELECT string_agg(id || ':' || price || ':' || doubled || ':' || currency, ',' ORDER BY id) FROM evolving"),
+                   "1:10:20:EUR,2:20:40:EUR");
+        // The identity sequence is not set back: new rows do not collide.
+        run("INSERT INTO evolving (price) VALUES (30)");
+        assert_eq!(count("SELECT count(*) FROM evolving"), 3);
+    }
+
+    #[pg_test]
+    fn restore_skips_keys_that_exist_again_and_reports_them() {
+        run("CREATE TABLE keyed (id int PRIMARY KEY, v text)");
+        run("INSERT INTO keyed VALUES (1, 'old'), (2, 'old')");
+        run("SELECT invariants.enable_audit('keyed')");
+        run("DELETE FROM keyed");
+        run("INSERT INTO keyed VALUES (1, 'new')");
+        let (restored, skipped) = Spi::get_two::<i64, i64>(
+            "SELECT restored, skipped FROM invariants.restore(tbl => 'keyed', since => now())",
+        )
+        .unwrap();
+        assert_eq!((restored, skipped), (Some(1), Some(1)));
+        assert_eq!(
+            text("SELECT string_agg(id || v, ',' ORDER BY id) FROM keyed"),
+            "1new,2old"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'RESTORE'"),
+            1
+        );
+    }
+
+    #[pg_test]
+    fn restore_puts_back_what_a_repair_changed() {
+        run("CREATE TABLE rep (id int PRIMARY KEY, status text, sent_at timestamptz)");
+        run("INSERT INTO rep VALUES (1, 'sent', NULL), (2, 'new', NULL)");
+        run(
+            r#"SELECT invariants.require_not_null('rep', 'sent_at', 'status', ARRAY['sent'], repair => '{"set": {"status": "new"}}')"#,
+        );
+        run("SELECT * FROM invariants.repair('rep')");
+        assert_eq!(text("SELECT status FROM rep WHERE id = 1"), "new");
+        // While the rule holds, undoing the repair would break it: refused, nothing changed.
+        assert_eq!(
+            sqlstate_of("SELECT * FROM invariants.restore(tbl => 'rep', since => now())"),
+            "23514"
+        );
+        assert_eq!(text("SELECT status FROM rep WHERE id = 1"), "new");
+        run("SELECT invariants.drop_rule('rep', 'sent_at_required_when_status')");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'rep', since => now())"),
+            1
+        );
+        assert_eq!(text("SELECT status FROM rep WHERE id = 1"), "sent");
+    }
+
+    #[pg_test]
+    fn partitioned_tables_are_audited_through_the_parent_and_each_partition() {
+        run("CREATE TABLE events (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region)");
+        run("CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu')");
+        run("CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us')");
+        run("INSERT INTO events SELECT i, CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END FROM generate_series(1, 10) i");
+        run("SELECT invariants.enable_audit('events')");
+        run("DELETE FROM events WHERE id <= 4");
+        run("DELETE FROM events_us WHERE id = 5");
+        run("TRUNCATE events_eu");
+        assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 4 + 1 + 3);
+        assert_eq!(count("SELECT count(*) FROM events"), 2);
+        assert_eq!(
+            count("SELECT sum(restored)::bigint FROM invariants.restore(tbl => 'events', since => now())"),
+            8
+        );
+        assert_eq!(count("SELECT count(*) FROM events"), 10);
+    }
+
+    #[pg_test]
+    fn audit_bad_arguments() {
+        run("CREATE TABLE aud (id int PRIMARY KEY)");
+        run("CREATE VIEW aud_v AS SELECT * FROM aud");
+        assert_eq!(sqlstate_of("SELECT invariants.enable_audit('nope')"), "42P01");
+        assert_eq!(sqlstate_of("SELECT invariants.enable_audit(NULL)"), "22004");
+        assert_eq!(sqlstate_of("SELECT invariants.enable_audit('aud_v')"), "42809");
+        assert_eq!(sqlstate_of("SELECT invariants.enable_audit('aud', -1)"), "22023");
+        assert_eq!(sqlstate_of("SELECT invariants.enable_audit('aud', NULL)"), "22004");
+        assert_eq!(sqlstate_of("SELECT * FROM invariants.restore()"), "22004");
+        assert_eq!(sqlstate_of("SELECT * FROM invariants.restore(tbl => 'aud')"), "22004");
+        assert_eq!(count("SELECT count(*) FROM invariants.audited_tables"), 0);
+        // disable is harmless when not enabled, and twice.
+        run("SELECT invariants.disable_audit('aud')");
+        run("SELECT invariants.enable_audit('aud')");
+        run("SELECT invariants.disable_audit('aud')");
+        run("SELECT invariants.disable_audit('aud')");
+        assert_eq!(
+            count("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'aud'::regclass AND NOT tgisinternal"),
+            0
+        );
+        run("INSERT INTO aud VALUES (1); DELETE FROM aud");
+        assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 0);
+    }
+}
