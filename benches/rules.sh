@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Row-state rules: 1M-row UPDATE side by side with no trigger, a CHECK
 # constraint, a no-op C trigger (suppress_redundant_updates_trigger, the floor
-# of any row trigger), the incident's PL/pgSQL trigger, and pg_invariants.
+# of any row trigger), the same no-op trigger limited to UPDATE OF status (the
+# floor of any BEFORE UPDATE OF trigger on updates of other columns), the
+# incident's PL/pgSQL trigger, and pg_invariants.
 #   benches/rules.sh [rows] [rounds]
 # Each round times every variant once, in a rotated order; medians are shown.
 set -euo pipefail
@@ -10,7 +12,7 @@ rounds=${2:-5}
 . "$(dirname "$0")/common.sh"
 bench_start
 
-variants=(none check noop plpgsql ours)
+variants=(none check noop noop_of plpgsql ours)
 echo "== setting up ${#variants[@]} tables of $rows rows"
 for v in "${variants[@]}"; do
   bench_sql -q <<SQL
@@ -26,6 +28,8 @@ ALTER TABLE t_check ADD CONSTRAINT sent_needs_contact
     CHECK (contacted_at IS NULL OR status IN ('connection_request_sent','connected','messaging','replied','failed'));
 
 CREATE TRIGGER noop BEFORE UPDATE ON t_noop FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+CREATE TRIGGER noop BEFORE UPDATE OF status, contacted_at ON t_noop_of
+    FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
 
 -- The incident's trigger, as they wrote it (BEFORE UPDATE, all columns).
 CREATE FUNCTION incident_rules() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -83,4 +87,6 @@ echo "ours overhead / PL/pgSQL overhead:      $(ratio "$ours_over" "$plpgsql_ove
 echo "ours overhead / no-op C trigger overhead: $(ratio "$ours_over" "$noop_over")  (target <= 1.30)"
 echo "== ratios (UPDATE of other columns)"
 echo "ours / no trigger:                       $(ratio "${oc[ours]}" "${oc[none]}")  (target <= 1.05)"
+echo "no-op C trigger OF rule columns / none:  $(ratio "${oc[noop_of]}" "${oc[none]}")  (Postgres fetches and locks the old row for"
+echo "                                          any BEFORE UPDATE row trigger before it reads the column list)"
 echo "PL/pgSQL / no trigger:                   $(ratio "${oc[plpgsql]}" "${oc[none]}")"

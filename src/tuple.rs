@@ -6,11 +6,27 @@ use pgrx::pg_sys::{self, Datum, Oid};
 
 use crate::catalog::Column;
 
-/// A heap tuple with the descriptor to read it.
-#[derive(Clone, Copy)]
+/// A row's values, deformed with one call into Postgres so that each
+/// column is then read without another.
 pub struct Row {
-    pub tuple: pg_sys::HeapTuple,
-    pub desc: pg_sys::TupleDesc,
+    values: Vec<Datum>,
+    nulls: Vec<bool>,
+}
+
+impl Row {
+    /// # Safety
+    /// `tuple` must be a valid heap tuple described by `desc`.
+    pub unsafe fn deform(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> Row {
+        // SAFETY: per the contract; heap_deform_tuple fills natts entries,
+        // missing trailing attributes included.
+        unsafe {
+            let natts = (*desc).natts.max(0) as usize;
+            let mut values = vec![Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            Row { values, nulls }
+        }
+    }
 }
 
 /// How to read one column of one relation.
@@ -47,21 +63,21 @@ impl ColumnReader {
     }
 
     /// The column's datum, or None for NULL.
-    pub fn datum(&self, row: Row) -> Option<Datum> {
-        let mut is_null = false;
-        // SAFETY: `row` comes from the trigger manager for this relation, and
-        // `attnum` was resolved against this relation's descriptor.
-        let datum = unsafe { pg_sys::heap_getattr(row.tuple, self.attnum, row.desc, &mut is_null) };
-        (!is_null).then_some(datum)
+    pub fn datum(&self, row: &Row) -> Option<Datum> {
+        let i = (self.attnum - 1) as usize;
+        match (row.values.get(i), row.nulls.get(i)) {
+            (Some(value), Some(false)) => Some(*value),
+            _ => None,
+        }
     }
 
-    pub fn is_null(&self, row: Row) -> bool {
+    pub fn is_null(&self, row: &Row) -> bool {
         self.datum(row).is_none()
     }
 
     /// Calls `f` with the value in its type's text form, as bytes (None for
     /// NULL), without copying text and varchar values.
-    pub fn with_text<R>(&self, row: Row, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    pub fn with_text<R>(&self, row: &Row, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let Some(datum) = self.datum(row) else { return f(None) };
         // SAFETY: `datum` is a non-null value of this column's type; text
         // and varchar are varlenas, and the output function returns a
@@ -69,7 +85,7 @@ impl ColumnReader {
         // least until `f` returns.
         unsafe {
             if self.text_like {
-                let packed = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+                let packed = inline_varlena(datum);
                 let len = pgrx::varlena::varsize_any_exhdr(packed);
                 let data = pgrx::varlena::vardata_any(packed) as *const u8;
                 f(Some(std::slice::from_raw_parts(data, len)))
@@ -81,12 +97,12 @@ impl ColumnReader {
     }
 
     /// The value in its type's text form, as owned bytes; None for NULL.
-    pub fn text(&self, row: Row) -> Option<Vec<u8>> {
+    pub fn text(&self, row: &Row) -> Option<Vec<u8>> {
         self.with_text(row, |bytes| bytes.map(<[u8]>::to_vec))
     }
 
     /// The value for messages: a quoted literal, or NULL.
-    pub fn display(&self, row: Row) -> String {
+    pub fn display(&self, row: &Row) -> String {
         match self.text(row) {
             None => "NULL".into(),
             Some(bytes) => format!("'{}'", String::from_utf8_lossy(&bytes)),
@@ -94,7 +110,7 @@ impl ColumnReader {
     }
 
     /// True when both rows hold the same binary image in this column.
-    pub fn same_image(&self, a: Row, b: Row) -> bool {
+    pub fn same_image(&self, a: &Row, b: &Row) -> bool {
         match (self.datum(a), self.datum(b)) {
             (None, None) => true,
             (Some(x), Some(y)) => self.images_equal(x, y),
@@ -111,8 +127,7 @@ impl ColumnReader {
         unsafe {
             match self.typlen {
                 -1 => {
-                    let px = pg_sys::pg_detoast_datum_packed(x.cast_mut_ptr());
-                    let py = pg_sys::pg_detoast_datum_packed(y.cast_mut_ptr());
+                    let (px, py) = (inline_varlena(x), inline_varlena(y));
                     let (lx, ly) = (
                         pgrx::varlena::varsize_any_exhdr(px),
                         pgrx::varlena::varsize_any_exhdr(py),
@@ -128,6 +143,23 @@ impl ColumnReader {
                         == std::slice::from_raw_parts(y.cast_mut_ptr::<u8>() as *const u8, len)
                 }
             }
+        }
+    }
+}
+
+/// A varlena datum with its data inline (short or plain 4-byte header):
+/// detoasted only when it is compressed or stored out of line.
+///
+/// # Safety
+/// `datum` must be a non-null varlena datum.
+unsafe fn inline_varlena(datum: Datum) -> *const pg_sys::varlena {
+    let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+    // SAFETY: per the contract; the header tells where the data is.
+    unsafe {
+        if pgrx::varlena::varatt_is_1b_e(ptr) || pgrx::varlena::varatt_is_4b_c(ptr) {
+            pg_sys::pg_detoast_datum_packed(ptr)
+        } else {
+            ptr
         }
     }
 }

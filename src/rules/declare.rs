@@ -151,6 +151,10 @@ fn allow_transitions(
 fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
     let table = table_arg(tbl, "tbl");
     let name = required(name, "name");
+    let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
+    if let Some(RuleSpec::RequireCount(count)) = rules.iter().find(|r| r.name == name).map(|r| &r.spec) {
+        super::require_count::drop_triggers(&table, &name, count);
+    }
     let removed = as_extension_owner(|| {
         spi(Spi::get_one_with_args::<i64>(
             "WITH gone AS (DELETE FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2 RETURNING 1)
@@ -169,7 +173,7 @@ fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
     install_trigger(&table);
 }
 
-fn required(value: Option<&str>, arg: &str) -> String {
+pub(super) fn required(value: Option<&str>, arg: &str) -> String {
     match value {
         Some(value) if !value.is_empty() => value.to_string(),
         Some(_) => fail(
@@ -214,7 +218,7 @@ fn repair_arg(repair: Option<JsonB>) -> Option<Repair> {
 }
 
 /// Validates and stores a rule, then reinstalls the table's trigger.
-fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
+pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
     if name.is_empty() {
         fail(Code::ERRCODE_INVALID_PARAMETER_VALUE, "argument name must not be empty");
     }
@@ -242,6 +246,12 @@ fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
         .hint("Choose another name, or drop the rule first with invariants.drop_rule.")
         .raise();
     }
+    let spec = match spec {
+        RuleSpec::RequireCount(count) => {
+            RuleSpec::RequireCount(super::require_count::complete(table, count).unwrap_or_else(|e| e.raise()))
+        }
+        other => other,
+    };
     spec.validate(table).unwrap_or_else(|e| e.raise());
     as_extension_owner(|| {
         spi(Spi::run_with_args(
@@ -255,6 +265,9 @@ fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
             ],
         ))
     });
+    if let RuleSpec::RequireCount(count) = &spec {
+        super::require_count::install_triggers(table, name, count);
+    }
     install_trigger(table);
     name.to_string()
 }
@@ -266,6 +279,7 @@ pub fn install_trigger(table: &Table) {
     let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
     let mut columns: Vec<String> = rules
         .iter()
+        .filter(|rule| rule.spec.is_row_rule())
         .flat_map(|rule| rule.spec.columns())
         .map(quote_ident)
         .collect();

@@ -88,35 +88,22 @@ fn enforce(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     let compiled = relcache::get_or_build(relid, || compile(relid));
     let compiled = compiled.as_ref().as_ref().map_err(Clone::clone)?;
 
-    let (old, new) = if op == pg_sys::TRIGGER_EVENT_UPDATE {
-        (
-            Some(Row {
-                tuple: trigger.tg_trigtuple,
-                desc,
-            }),
-            Row {
-                tuple: trigger.tg_newtuple,
-                desc,
-            },
-        )
+    let (old_tuple, new_tuple) = if op == pg_sys::TRIGGER_EVENT_UPDATE {
+        (Some(trigger.tg_trigtuple), trigger.tg_newtuple)
     } else {
-        (
-            None,
-            Row {
-                tuple: trigger.tg_trigtuple,
-                desc,
-            },
-        )
+        (None, trigger.tg_trigtuple)
     };
+    // SAFETY: both tuples come from the trigger manager for this relation.
+    let (old, new) = unsafe { (old_tuple.map(|t| Row::deform(t, desc)), Row::deform(new_tuple, desc)) };
     for rule in &compiled.rules {
-        if let Some(violation) = check(&rule.check, old, new) {
-            return Err(violation_error(compiled, rule, violation, new));
+        if let Some(violation) = check(&rule.check, old.as_ref(), &new) {
+            return Err(violation_error(compiled, rule, violation, &new));
         }
     }
-    Ok(Datum::from(new.tuple))
+    Ok(Datum::from(new_tuple))
 }
 
-fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
+fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
     match check {
         Check::RequireNotNull {
             column,
@@ -225,7 +212,7 @@ fn check(check: &Check, old: Option<Row>, new: Row) -> Option<Violation> {
     }
 }
 
-fn violation_error(compiled: &CompiledRules, rule: &CompiledRule, violation: Violation, row: Row) -> InvariantError {
+fn violation_error(compiled: &CompiledRules, rule: &CompiledRule, violation: Violation, row: &Row) -> InvariantError {
     let message = rule.message.clone().unwrap_or_else(|| {
         format!(
             "new row for relation \"{}\" violates rule \"{}\"",
@@ -277,6 +264,7 @@ fn describe(spec: &RuleSpec) -> String {
             WriteOnceMode::NoClear => format!("{} is never cleared once set", s.column),
             WriteOnceMode::Immutable => format!("{} never changes once set", s.column),
         },
+        RuleSpec::RequireCount(s) => format!("{} equals the number of rows of {}", s.count_column, s.child),
         RuleSpec::AllowTransitions(s) => format!(
             "{} follows {}",
             s.column,
@@ -340,6 +328,7 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
                 column: reader(&rule, &table, &s.column)?.1,
                 mode: s.mode,
             },
+            RuleSpec::RequireCount(_) => continue,
             RuleSpec::AllowTransitions(s) => {
                 let (target, column) = reader(&rule, &table, &s.column)?;
                 let next = s

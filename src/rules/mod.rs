@@ -6,10 +6,12 @@
 //! - `enforce_rules.rs`: the trigger function `invariants.enforce_rules()`;
 //! - `violations.rs`: `violations()` and `violating_rows()`;
 //! - `repair.rs`: `repair()`, `schedule_repair()`, `unschedule_repair()`;
+//! - `require_count.rs`: `require_count()` and its commit-time count check;
 //! - `spec.rs`: the rule declarations and their validation.
 pub mod declare;
 pub mod enforce_rules;
 pub mod repair;
+pub mod require_count;
 pub mod spec;
 pub mod violations;
 
@@ -61,5 +63,7 @@ pub fn load(tables: Option<&[Oid]>) -> Result<Vec<Rule>, InvariantError> {
         .collect()
 }
 
+#[cfg(any(test, feature = "pg_test"))]
+mod count_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

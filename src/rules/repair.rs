@@ -117,15 +117,15 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
         assignments.push(format!("{} = pg_catalog.now()", quote_ident(name)));
     }
     let sql = format!(
-        "UPDATE {table} AS t SET {sets}
-           FROM (SELECT x.tableoid AS old_tableoid, x.ctid AS old_ctid, pg_catalog.to_jsonb(x.*) AS old_image
-                   FROM {table} x WHERE {predicate}) o
-          WHERE t.tableoid = o.old_tableoid AND t.ctid = o.old_ctid
+        "UPDATE {table} AS u SET {sets}
+           FROM (SELECT t.tableoid AS old_tableoid, t.ctid AS old_ctid, pg_catalog.to_jsonb(t.*) AS old_image
+                   FROM {table} t WHERE {predicate}) o
+          WHERE u.tableoid = o.old_tableoid AND u.ctid = o.old_ctid
       RETURNING o.old_image, {group}",
         table = d.table.qualified(),
         sets = assignments.join(", "),
         predicate = d.predicate,
-        group = group_expression(d, "t"),
+        group = group_expression(d, "u"),
     );
     let (images, mut groups): (Vec<JsonB>, Vec<String>) = Spi::connect_mut(|client| {
         let result = spi(client.update(&sql, None, &[]));

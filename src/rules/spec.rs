@@ -9,7 +9,13 @@ use crate::catalog::{column_arg, quote_ident, quote_literal, spi, Column, Table}
 use crate::errors::{Code, InvariantError};
 
 /// Rule kinds, as named by `invariants.add_rule(.., kind, ..)`.
-pub const KINDS: [&str; 4] = ["require_not_null", "require_on_set", "write_once", "allow_transitions"];
+pub const KINDS: [&str; 5] = [
+    "require_not_null",
+    "require_on_set",
+    "write_once",
+    "allow_transitions",
+    "require_count",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +91,23 @@ impl AllowTransitions {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireCount {
+    /// The parent's column that claims how many children it has.
+    pub count_column: String,
+    /// The child table, schema-qualified.
+    pub child: String,
+    /// The child's columns that reference the parent.
+    pub fk_columns: Vec<String>,
+    /// The parent's columns they reference (its foreign key's target, or its
+    /// primary key); filled in when the rule is declared.
+    #[serde(default)]
+    pub parent_columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// What `invariants.repair` does to a violating row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +128,7 @@ pub enum RuleSpec {
     RequireOnSet(RequireOnSet),
     WriteOnce(WriteOnce),
     AllowTransitions(AllowTransitions),
+    RequireCount(RequireCount),
 }
 
 fn bad_spec(message: impl Into<String>) -> InvariantError {
@@ -128,6 +152,7 @@ impl RuleSpec {
             "require_on_set" => from(kind, spec).map(RuleSpec::RequireOnSet),
             "write_once" => from(kind, spec).map(RuleSpec::WriteOnce),
             "allow_transitions" => from(kind, spec).map(RuleSpec::AllowTransitions),
+            "require_count" => from(kind, spec).map(RuleSpec::RequireCount),
             other => Err(bad_spec(format!("argument kind: unknown rule kind \"{other}\""))
                 .hint(format!("Use one of: {}.", KINDS.join(", ")))),
         }
@@ -139,6 +164,7 @@ impl RuleSpec {
             RuleSpec::RequireOnSet(_) => "require_on_set",
             RuleSpec::WriteOnce(_) => "write_once",
             RuleSpec::AllowTransitions(_) => "allow_transitions",
+            RuleSpec::RequireCount(_) => "require_count",
         }
     }
 
@@ -148,6 +174,7 @@ impl RuleSpec {
             RuleSpec::RequireOnSet(s) => serde_json::to_value(s),
             RuleSpec::WriteOnce(s) => serde_json::to_value(s),
             RuleSpec::AllowTransitions(s) => serde_json::to_value(s),
+            RuleSpec::RequireCount(s) => serde_json::to_value(s),
         };
         value.unwrap_or(serde_json::Value::Null)
     }
@@ -158,6 +185,7 @@ impl RuleSpec {
             RuleSpec::RequireOnSet(s) => s.message.as_deref(),
             RuleSpec::WriteOnce(s) => s.message.as_deref(),
             RuleSpec::AllowTransitions(s) => s.message.as_deref(),
+            RuleSpec::RequireCount(s) => s.message.as_deref(),
         }
     }
 
@@ -165,14 +193,24 @@ impl RuleSpec {
         match self {
             RuleSpec::RequireNotNull(s) => s.repair.as_ref(),
             RuleSpec::RequireOnSet(s) => s.repair.as_ref(),
-            RuleSpec::WriteOnce(_) => None,
+            RuleSpec::WriteOnce(_) | RuleSpec::RequireCount(_) => None,
             RuleSpec::AllowTransitions(s) => s.repair.as_ref(),
         }
     }
 
-    /// The columns the rule reads: the trigger fires on updates of these only.
+    /// True for rules the row trigger `invariants_rules` enforces; a
+    /// `require_count` rule has constraint triggers of its own.
+    pub fn is_row_rule(&self) -> bool {
+        !matches!(self, RuleSpec::RequireCount(_))
+    }
+
+    /// The columns of the table the rule reads (for a row rule: the columns
+    /// whose update fires the trigger).
     pub fn columns(&self) -> Vec<&str> {
         match self {
+            RuleSpec::RequireCount(s) => std::iter::once(s.count_column.as_str())
+                .chain(s.parent_columns.iter().map(String::as_str))
+                .collect(),
             RuleSpec::RequireNotNull(s) => vec![&s.column, &s.when_column],
             RuleSpec::RequireOnSet(s) => vec![&s.column, &s.when_column],
             RuleSpec::WriteOnce(s) => vec![&s.column],
@@ -210,6 +248,18 @@ impl RuleSpec {
                 quote_ident(&s.column),
                 in_list(&s.column, &s.states())?
             )),
+            // The parent is aliased `t` in every detection query.
+            RuleSpec::RequireCount(s) => Some(format!(
+                "(t.{} IS DISTINCT FROM (SELECT count(*) FROM {} c WHERE {}))",
+                quote_ident(&s.count_column),
+                s.child,
+                s.fk_columns
+                    .iter()
+                    .zip(&s.parent_columns)
+                    .map(|(fk, pk)| format!("c.{} = t.{}", quote_ident(fk), quote_ident(pk)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            )),
         }
     }
 
@@ -232,6 +282,8 @@ impl RuleSpec {
             RuleSpec::WriteOnce(s) => {
                 column_arg(table, Some(&s.column), "column");
             }
+            // Checked, and completed, by require_count::complete when declared.
+            RuleSpec::RequireCount(_) => {}
             RuleSpec::AllowTransitions(s) => {
                 let column = column_arg(table, Some(&s.column), "column");
                 if s.graph.is_empty() {

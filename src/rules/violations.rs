@@ -92,7 +92,7 @@ pub fn count(detectable: &[Detectable]) -> Vec<TableCounts> {
                 .collect::<Vec<_>>()
                 .join(" OR ");
             let sql = format!(
-                "SELECT ARRAY[count(*), count(*) FILTER (WHERE {any}), {}] FROM {}",
+                "SELECT ARRAY[count(*), count(*) FILTER (WHERE {any}), {}] FROM {} t",
                 per_rule_sql.join(", "),
                 table.qualified()
             );

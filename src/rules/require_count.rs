@@ -1,0 +1,460 @@
+//! Cross-table counts (incident 2): `invariants.require_count` declares
+//! that a parent's count column equals the number of its child rows.
+//!
+//! Two deferred constraint triggers note every parent a transaction touches
+//! (`invariants.count_child_changed()` on the child: rows inserted, deleted
+//! or moved; `invariants.count_parent_changed()` on the parent: rows
+//! inserted or their count changed) and check each of them once, at COMMIT.
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ffi::CStr;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+
+use super::declare::{declare, required};
+use super::spec::{RequireCount, RuleSpec};
+use crate::catalog::{self, column_arg, quote_ident, spi, spi_row, table_arg, Regclass, Table};
+use crate::errors::{trigger_data, Code, InvariantError};
+use crate::relcache;
+use crate::tuple::{ColumnReader, Row};
+
+/// `parent.count_column` must equal the number of `child` rows whose
+/// `fk_column` (one column, or several separated by commas) references it.
+#[pg_extern(schema = "invariants")]
+fn require_count(
+    parent: Option<Regclass>,
+    count_column: Option<&str>,
+    child: Option<Regclass>,
+    fk_column: Option<&str>,
+    name: default!(Option<&str>, "NULL"),
+) -> String {
+    let parent = table_arg(parent, "parent");
+    let count_column = required(count_column, "count_column");
+    let child = table_arg(child, "child");
+    let fk_columns: Vec<String> = required(fk_column, "fk_column")
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    let name = name.map_or_else(|| format!("{count_column}_counts_{}", child.name), str::to_string);
+    let spec = RuleSpec::RequireCount(RequireCount {
+        count_column,
+        child: child.qualified(),
+        fk_columns,
+        parent_columns: Vec::new(),
+        message: None,
+    });
+    declare(&parent, &name, spec)
+}
+
+/// Validates a `require_count` declaration on `parent` and fills in the
+/// parent's key columns and the child's canonical name.
+pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, InvariantError> {
+    let count = column_arg(parent, Some(&spec.count_column), "count_column");
+    let counts = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID];
+    if !counts.contains(&count.type_oid) {
+        return Err(InvariantError::new(
+            Code::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "argument count_column: column \"{}\" is of type {}, not an integer",
+                count.name, count.type_name
+            ),
+        ));
+    }
+    let child_oid = spi_row(Spi::get_one_with_args::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[spec.child.as_str().into()],
+    ))
+    .flatten();
+    let child = table_arg(child_oid.map(Regclass), "child");
+    if spec.fk_columns.is_empty() {
+        return Err(InvariantError::new(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "argument fk_column must name a column",
+        ));
+    }
+    for fk in &spec.fk_columns {
+        column_arg(&child, Some(fk), "fk_column");
+    }
+    if spec.parent_columns.is_empty() {
+        spec.parent_columns = referenced_columns(&child, &spec.fk_columns, parent)
+            .or_else(|| Some(catalog::key_columns(parent.oid)).filter(|k| k.len() == spec.fk_columns.len()))
+            .ok_or_else(|| {
+                InvariantError::new(
+                    Code::ERRCODE_INVALID_FOREIGN_KEY,
+                    format!(
+                        "argument fk_column: no foreign key of {} on ({}) references {}, and its primary key does not match",
+                        child.display(),
+                        spec.fk_columns.join(", "),
+                        parent.display()
+                    ),
+                )
+                .hint("Add the foreign key, or give the parent a primary key with as many columns as fk_column names.")
+            })?;
+    }
+    for column in &spec.parent_columns {
+        column_arg(parent, Some(column), "parent key");
+    }
+    if spec.message.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        return Err(InvariantError::new(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "argument message must not be empty",
+        ));
+    }
+    spec.child = child.qualified();
+    Ok(spec)
+}
+
+/// The parent columns that a foreign key of `child` on exactly `fk_columns`
+/// references, in the order of `fk_columns`.
+fn referenced_columns(child: &Table, fk_columns: &[String], parent: &Table) -> Option<Vec<String>> {
+    let pairs: Vec<(Vec<String>, Vec<String>)> = Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                    ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.conrelid = $1 AND c.confrelid = $2",
+            None,
+            &[child.oid.into(), parent.oid.into()],
+        ));
+        rows.map(|row| {
+            (
+                spi(row.get::<Vec<String>>(1)).unwrap_or_default(),
+                spi(row.get::<Vec<String>>(2)).unwrap_or_default(),
+            )
+        })
+        .collect()
+    });
+    pairs.into_iter().find_map(|(fk, pk)| {
+        let wanted: HashSet<&String> = fk_columns.iter().collect();
+        if fk.len() != fk_columns.len() || fk.iter().collect::<HashSet<_>>() != wanted {
+            return None;
+        }
+        fk_columns
+            .iter()
+            .map(|c| fk.iter().position(|f| f == c).map(|i| pk[i].clone()))
+            .collect()
+    })
+}
+
+fn trigger_name(rule: &str) -> String {
+    format!("invariants_count_{rule}")
+}
+
+/// Creates the rule's constraint triggers on the parent and the child.
+pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
+    let name = quote_ident(&trigger_name(rule));
+    let rule_arg = catalog::quote_literal(rule);
+    spi(Spi::run(&format!(
+        "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE OF {} ON {}
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed({rule_arg})",
+        quote_ident(&spec.count_column),
+        parent.qualified()
+    )));
+    let fks = spec
+        .fk_columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    spi(Spi::run(&format!(
+        "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR DELETE OR UPDATE OF {fks} ON {}
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION invariants.count_child_changed({rule_arg}, {})",
+        spec.child,
+        catalog::quote_literal(&parent.qualified())
+    )));
+}
+
+/// Drops the rule's constraint triggers, where they still exist.
+pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
+    let name = trigger_name(rule);
+    for table in [parent.qualified(), spec.child.clone()] {
+        let exists = spi(Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($1) AND tgname = $2)",
+            &[table.as_str().into(), name.as_str().into()],
+        ));
+        if exists == Some(true) {
+            spi(Spi::run(&format!("DROP TRIGGER {} ON {table}", quote_ident(&name))));
+        }
+    }
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION invariants.count_child_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'count_child_changed';
+CREATE FUNCTION invariants.count_parent_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'count_parent_changed';
+"#,
+    name = "count_triggers",
+    requires = ["schema"]
+);
+
+crate::trigger_function!(count_child_changed, pg_finfo_count_child_changed, child_changed);
+crate::trigger_function!(count_parent_changed, pg_finfo_count_parent_changed, parent_changed);
+
+/// One count rule, compiled for the relation whose trigger fires.
+struct CompiledCount {
+    name: String,
+    parent: Table,
+    child: Table,
+    spec: RequireCount,
+    /// Reads the parent key from a row of the firing relation (the child's
+    /// fk columns, or the parent's key columns).
+    key: Vec<ColumnReader>,
+    /// Claimed and actual count of one parent, by key ($1, $2, ... as text).
+    check_sql: String,
+}
+
+/// The count rules whose triggers fire on one relation, by rule name.
+struct CountRules(Vec<CompiledCount>);
+
+fn compile(relid: Oid, as_child: bool, parent_name: Option<&str>) -> Result<CountRules, InvariantError> {
+    let parent_oid = match parent_name {
+        Some(name) => spi_row(Spi::get_one_with_args::<Oid>(
+            "SELECT pg_catalog.to_regclass($1)::oid",
+            &[name.into()],
+        ))
+        .flatten(),
+        None => Some(relid),
+    };
+    let Some(parent) = parent_oid.and_then(Table::lookup) else {
+        return Ok(CountRules(Vec::new()));
+    };
+    let columns = catalog::columns(relid);
+    let mut compiled = Vec::new();
+    for rule in super::load(Some(&[parent.oid]))? {
+        let RuleSpec::RequireCount(spec) = rule.spec else {
+            continue;
+        };
+        let child_oid = spi_row(Spi::get_one_with_args::<Oid>(
+            "SELECT pg_catalog.to_regclass($1)::oid",
+            &[spec.child.as_str().into()],
+        ))
+        .flatten();
+        let Some(child) = child_oid.and_then(Table::lookup) else {
+            continue;
+        };
+        let key_names = if as_child {
+            &spec.fk_columns
+        } else {
+            &spec.parent_columns
+        };
+        let key = key_names
+            .iter()
+            .map(|name| {
+                columns
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .map(ColumnReader::new)
+                    .ok_or_else(|| {
+                        InvariantError::new(
+                            Code::ERRCODE_UNDEFINED_COLUMN,
+                            format!("rule \"{}\" reads column \"{name}\", which no longer exists", rule.name),
+                        )
+                        .hint(format!(
+                            "Drop the rule with invariants.drop_rule('{}', '{}').",
+                            parent.display(),
+                            rule.name
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let parent_types: Vec<String> = spec
+            .parent_columns
+            .iter()
+            .map(|c| {
+                catalog::columns(parent.oid)
+                    .into_iter()
+                    .find(|col| &col.name == c)
+                    .map(|col| col.type_name)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let matches_child = spec
+            .fk_columns
+            .iter()
+            .zip(&spec.parent_columns)
+            .map(|(fk, pk)| format!("c.{} = p.{}", quote_ident(fk), quote_ident(pk)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let by_key = spec
+            .parent_columns
+            .iter()
+            .zip(&parent_types)
+            .enumerate()
+            .map(|(i, (pk, ty))| format!("p.{} = ${}::{ty}", quote_ident(pk), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let check_sql = format!(
+            "SELECT p.{}::bigint, (SELECT count(*) FROM {} c WHERE {matches_child}) FROM {} p WHERE {by_key}",
+            quote_ident(&spec.count_column),
+            spec.child,
+            parent.qualified()
+        );
+        compiled.push(CompiledCount {
+            name: rule.name,
+            parent: parent.clone(),
+            child,
+            spec,
+            key,
+            check_sql,
+        });
+    }
+    Ok(CountRules(compiled))
+}
+
+/// The parents checked so far in this transaction, while nothing but these
+/// checks has run since the last one (a later change of the same parent
+/// queues another event after other commands, and is checked again).
+struct Checked {
+    xid: u64,
+    command: pg_sys::CommandId,
+    keys: HashSet<(String, String, Vec<String>)>,
+}
+
+thread_local! {
+    static CHECKED: RefCell<Checked> = RefCell::new(Checked { xid: 0, command: 0, keys: HashSet::new() });
+}
+
+fn current_position() -> (u64, pg_sys::CommandId) {
+    // SAFETY: the firing transaction changed rows, so it has a transaction
+    // id; both calls only read the transaction state.
+    unsafe {
+        (
+            pg_sys::GetTopFullTransactionId().value,
+            pg_sys::GetCurrentCommandId(false),
+        )
+    }
+}
+
+fn trigger_args(trigger: &pg_sys::TriggerData) -> Vec<String> {
+    // SAFETY: tgargs holds tgnargs C strings for the firing trigger.
+    unsafe {
+        let t = &*trigger.tg_trigger;
+        (0..t.tgnargs as usize)
+            .map(|i| CStr::from_ptr(*t.tgargs.add(i)).to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+fn child_changed(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    on_change(fcinfo, true)
+}
+
+fn parent_changed(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    on_change(fcinfo, false)
+}
+
+/// Marker types keep the child's and the parent's compiled rules apart in
+/// the relation cache.
+struct AsChild(Result<CountRules, InvariantError>);
+struct AsParent(Result<CountRules, InvariantError>);
+
+fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, InvariantError> {
+    // SAFETY: fcinfo is the one Postgres passed to this C function.
+    let trigger = unsafe { trigger_data(fcinfo)? };
+    let args = trigger_args(trigger);
+    let (Some(rule), parent) = (args.first(), args.get(1)) else {
+        return Err(InvariantError::new(
+            Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "pg_invariants count triggers need the rule name as their first argument",
+        ));
+    };
+    // SAFETY: the trigger manager passes an open relation.
+    let (relid, desc) = unsafe { ((*trigger.tg_relation).rd_id, (*trigger.tg_relation).rd_att) };
+    let op = trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let tuples = match (op == pg_sys::TRIGGER_EVENT_UPDATE, as_child) {
+        (true, true) => vec![trigger.tg_trigtuple, trigger.tg_newtuple],
+        (true, false) => vec![trigger.tg_newtuple],
+        (false, _) => vec![trigger.tg_trigtuple],
+    };
+    // SAFETY: the tuples come from the trigger manager for this relation.
+    let rows: Vec<Row> = tuples.into_iter().map(|t| unsafe { Row::deform(t, desc) }).collect();
+    let check_rows = |rules: &CountRules| -> Result<(), InvariantError> {
+        let Some(count) = rules.0.iter().find(|c| &c.name == rule) else {
+            return Ok(());
+        };
+        for row in &rows {
+            let key: Option<Vec<String>> = count
+                .key
+                .iter()
+                .map(|r| r.text(row).map(|v| String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            if let Some(key) = key {
+                check_once(count, key)?;
+            }
+        }
+        Ok(())
+    };
+    if as_child {
+        let rules = relcache::get_or_build(relid, || AsChild(compile(relid, true, parent.map(String::as_str))));
+        check_rows(rules.0.as_ref().map_err(Clone::clone)?)?;
+    } else {
+        let rules = relcache::get_or_build(relid, || AsParent(compile(relid, false, None)));
+        check_rows(rules.0.as_ref().map_err(Clone::clone)?)?;
+    }
+    Ok(Datum::from(0))
+}
+
+/// Checks one parent, unless it was checked already in this firing.
+fn check_once(count: &CompiledCount, key: Vec<String>) -> Result<(), InvariantError> {
+    let id = (count.parent.qualified(), count.name.clone(), key);
+    let position = current_position();
+    let seen = CHECKED.with(|checked| {
+        let mut checked = checked.borrow_mut();
+        if (checked.xid, checked.command) != position {
+            checked.keys.clear();
+            checked.xid = position.0;
+        }
+        checked.keys.contains(&id)
+    });
+    if seen {
+        return Ok(());
+    }
+    check(count, &id.2)?;
+    let after = current_position();
+    CHECKED.with(|checked| {
+        let mut checked = checked.borrow_mut();
+        checked.command = after.1;
+        checked.keys.insert(id);
+    });
+    Ok(())
+}
+
+/// Compares the parent's claim with its children, on a snapshot taken now
+/// (READ COMMITTED) or the transaction's (REPEATABLE READ and above).
+fn check(count: &CompiledCount, key: &[String]) -> Result<(), InvariantError> {
+    let args: Vec<pgrx::datum::DatumWithOid> = key.iter().map(|k| k.as_str().into()).collect();
+    let Some((claimed, actual)) = spi_row(Spi::get_two_with_args::<i64, i64>(&count.check_sql, &args)) else {
+        return Ok(()); // the parent is gone
+    };
+    if claimed == actual {
+        return Ok(());
+    }
+    let claimed_text = claimed.map_or("NULL".to_string(), |c| c.to_string());
+    let actual = actual.unwrap_or(0);
+    let message = count.spec.message.clone().unwrap_or_else(|| {
+        format!(
+            "row of relation \"{}\" violates rule \"{}\"",
+            count.parent.name, count.name
+        )
+    });
+    Err(InvariantError::new(Code::ERRCODE_CHECK_VIOLATION, message)
+        .detail(format!(
+            "Key ({})=({}) claims {} = {claimed_text}, but {} holds {actual} rows for it.",
+            count.spec.parent_columns.join(", "),
+            key.join(", "),
+            count.spec.count_column,
+            count.child.display()
+        ))
+        .hint(format!(
+            "Insert or delete the {} rows in the same transaction as the change of {}, or set {} to the real count.",
+            count.child.name, count.spec.count_column, count.spec.count_column
+        ))
+        .table(&count.parent.schema, &count.parent.name)
+        .constraint(&count.name))
+}
