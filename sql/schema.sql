@@ -48,10 +48,19 @@ CREATE TABLE invariants.audited_tables (
     enabled_by             text        NOT NULL DEFAULT current_user
 );
 
+-- Tables guarded against TRUNCATE, mass DELETE and DROP (invariants.protect).
+CREATE TABLE invariants.protected_tables (
+    tbl             regclass    PRIMARY KEY,
+    max_delete_rows bigint      NOT NULL CHECK (max_delete_rows >= 0),
+    protected_at    timestamptz NOT NULL DEFAULT now(),
+    protected_by    text        NOT NULL DEFAULT current_user
+);
+
 -- pg_dump keeps the user's declarations and history.
 SELECT pg_catalog.pg_extension_config_dump('invariants.rule_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audited_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.protected_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
 
 -- Not writable by PUBLIC: the extension's functions write them on a table
@@ -63,3 +72,5 @@ GRANT SELECT ON invariants.rule_definitions TO PUBLIC;
 REVOKE ALL ON invariants.audit_log FROM PUBLIC;
 REVOKE ALL ON invariants.audited_tables FROM PUBLIC;
 GRANT SELECT ON invariants.audited_tables TO PUBLIC;
+REVOKE ALL ON invariants.protected_tables FROM PUBLIC;
+GRANT SELECT ON invariants.protected_tables TO PUBLIC;

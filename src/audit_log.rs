@@ -107,7 +107,7 @@ pub fn capture(
     source: &str,
     args: Vec<DatumWithOid<'static>>,
     trigger: Option<*mut pg_sys::TriggerData>,
-) {
+) -> usize {
     capture_at_depth(op, table, source, "pg_catalog.pg_trigger_depth()", args, trigger)
 }
 
@@ -120,7 +120,7 @@ pub fn capture_at_depth(
     depth: &str,
     args: Vec<DatumWithOid<'static>>,
     trigger: Option<*mut pg_sys::TriggerData>,
-) {
+) -> usize {
     let sql = format!(
         "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement, trigger_depth)
          SELECT $1, $2, $3, $4, pg_catalog.to_jsonb(o), $5, {depth} FROM {source}"
@@ -145,7 +145,7 @@ pub fn capture_at_depth(
                 // running trigger, and this SPI connection ends before it returns.
                 unsafe { pg_sys::SPI_register_trigger_data(trigger) };
             }
-            spi(client.update(&sql, None, &all_args));
+            spi(client.update(&sql, None, &all_args)).len()
         })
     })
 }
@@ -155,6 +155,12 @@ pub fn record_rows(op: &str, table: &Table, rows: Vec<pgrx::JsonB>) {
     if !rows.is_empty() {
         capture(op, table, "unnest($6::jsonb[]) AS o", vec![rows.into()], None);
     }
+}
+
+/// Appends one entry without a row image (a DROP, say) whose `row_data`
+/// describes what happened.
+pub fn record_event(op: &str, table: &Table, what: serde_json::Value) {
+    record_rows(op, table, vec![pgrx::JsonB(what)]);
 }
 
 struct ResetPruning;

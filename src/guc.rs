@@ -1,9 +1,22 @@
-//! Settings under the `invariants.` prefix. Anything that lowers protection
-//! is settable by superusers only (`Suset`); see the README.
+//! Settings under the `invariants.` prefix. `audit_statement` is for
+//! superusers only; the guards' switches can be set by anyone but are
+//! honored only for the owner of the table they would unlock (see
+//! `guards::switch_allows`), so an application role gains nothing by them.
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// Record the client's statement text in `invariants.audit_log.statement`.
 pub static AUDIT_STATEMENT: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Lets the table's owner TRUNCATE a protected table in this transaction.
+pub static ALLOW_TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Lets the table's owner DROP a protected table, one of its columns, or one
+/// of the extension's triggers on it, in this transaction.
+pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Overrides a protected table's max_delete_rows for its owner (0 = no
+/// limit; -1, the default, keeps the table's own).
+pub static MAX_DELETE_ROWS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
 pub fn register() {
     GucRegistry::define_bool_guc(
@@ -12,6 +25,33 @@ pub fn register() {
         c"When on (the default), each audit_log row carries the text of the client statement that removed the row.",
         &AUDIT_STATEMENT,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    // Settable by anyone, honored only for the table's owner (see guards).
+    GucRegistry::define_bool_guc(
+        c"invariants.allow_truncate",
+        c"Allow TRUNCATE of protected tables the current user owns.",
+        c"Use SET LOCAL; the truncated rows are still copied to invariants.audit_log.",
+        &ALLOW_TRUNCATE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"invariants.allow_drop",
+        c"Allow dropping protected tables (or their columns, or pg_invariants' triggers on them) the current user owns.",
+        c"Use SET LOCAL; each allowed drop is recorded in invariants.audit_log.",
+        &ALLOW_DROP,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"invariants.max_delete_rows",
+        c"Rows a transaction may delete from each protected table the current user owns (0 = no limit).",
+        c"-1, the default, keeps each table's own max_delete_rows.",
+        &MAX_DELETE_ROWS,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
         GucFlags::default(),
     );
 }

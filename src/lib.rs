@@ -13,6 +13,7 @@ pub mod audit;
 pub mod audit_log;
 pub mod catalog;
 pub mod errors;
+pub mod guards;
 pub mod guc;
 pub mod health;
 pub mod privilege;
@@ -34,6 +35,7 @@ pgrx::extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["s
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     relcache::register_invalidation_callback();
+    guards::delete_budget::register_callbacks();
 }
 
 /// Required by `cargo pgrx test`.

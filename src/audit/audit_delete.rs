@@ -57,7 +57,7 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
         Some(condition) => format!("pg_catalog.pg_trigger_depth() + CASE WHEN {condition} THEN 1 ELSE 0 END"),
         None => "pg_catalog.pg_trigger_depth()".into(),
     };
-    capture_at_depth(
+    let rows = capture_at_depth(
         "DELETE",
         &table,
         &source,
@@ -65,6 +65,7 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
         Vec::new(),
         Some(trigger as *const _ as *mut _),
     );
+    crate::guards::delete_budget::add(&table, rows as i64)?;
     Ok(Datum::from(0))
 }
 

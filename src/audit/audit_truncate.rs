@@ -41,6 +41,18 @@ fn audit_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invari
     let Some(limit) = truncate_capture_limit(relid) else {
         return Ok(Datum::from(0));
     };
+    if crate::guards::protected_limit(relid).is_some() {
+        if !crate::guc::ALLOW_TRUNCATE.get() {
+            return Err(InvariantError::new(
+                Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("TRUNCATE of protected table {} refused", table.display()),
+            )
+            .detail("Protected tables are not emptied by accident; nothing was removed.")
+            .hint("If this is intended, the table's owner can SET LOCAL invariants.allow_truncate = on and run it again: the rows are copied to invariants.audit_log first.")
+            .table(&table.schema, &table.name));
+        }
+        crate::guards::switch_allows("invariants.allow_truncate", &table)?;
+    }
     let rows = spi(Spi::get_one::<i64>(&format!(
         "SELECT count(*) FROM (SELECT FROM ONLY {} LIMIT {}) s",
         table.qualified(),

@@ -6,6 +6,7 @@ use pgrx::prelude::*;
 use super::{audit_delete, audit_truncate};
 use crate::catalog::{partition_tree, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
+use crate::guards::guard_drop::internally;
 use crate::privilege::as_extension_owner;
 
 /// Starts capturing every row removed from `tbl` by DELETE or TRUNCATE.
@@ -48,6 +49,14 @@ fn enable_audit(tbl: Option<Regclass>, truncate_capture_limit: default!(Option<i
 #[pg_extern(schema = "invariants")]
 fn disable_audit(tbl: Option<Regclass>) {
     let table = table_arg(tbl, "tbl");
+    if crate::guards::protected_limit(table.oid).is_some() {
+        InvariantError::new(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("{} is protected, and its guards need its audit", table.display()),
+        )
+        .hint(format!("Call invariants.unprotect('{}') first.", table.display()))
+        .raise();
+    }
     as_extension_owner(|| {
         spi(Spi::run_with_args(
             "DELETE FROM invariants.audited_tables WHERE tbl = $1",
@@ -71,11 +80,8 @@ fn has_trigger(table: &Table, name: &str) -> bool {
 
 fn drop_trigger(table: &Table, name: &str) {
     if has_trigger(table, name) {
-        spi(Spi::run(&format!(
-            "DROP TRIGGER {} ON {}",
-            quote_ident(name),
-            table.qualified()
-        )));
+        let sql = format!("DROP TRIGGER {} ON {}", quote_ident(name), table.qualified());
+        internally(|| spi(Spi::run(&sql)));
     }
 }
 

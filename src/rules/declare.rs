@@ -290,11 +290,8 @@ pub fn install_trigger(table: &Table) {
         &[table.oid.into(), TRIGGER_NAME.into()],
     ));
     if installed == Some(true) {
-        spi(Spi::run(&format!(
-            "DROP TRIGGER {} ON {}",
-            quote_ident(TRIGGER_NAME),
-            table.qualified()
-        )));
+        let sql = format!("DROP TRIGGER {} ON {}", quote_ident(TRIGGER_NAME), table.qualified());
+        crate::guards::guard_drop::internally(|| spi(Spi::run(&sql)));
     }
     if !columns.is_empty() {
         spi(Spi::run(&format!(

@@ -177,7 +177,8 @@ pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
             &[table.as_str().into(), name.as_str().into()],
         ));
         if exists == Some(true) {
-            spi(Spi::run(&format!("DROP TRIGGER {} ON {table}", quote_ident(&name))));
+            let sql = format!("DROP TRIGGER {} ON {table}", quote_ident(&name));
+            crate::guards::guard_drop::internally(|| spi(Spi::run(&sql)));
         }
     }
 }

@@ -1,0 +1,161 @@
+//! `invariants.lint()`: what would let the incidents happen again.
+use pgrx::prelude::*;
+
+use crate::catalog::{quote_ident, quote_literal, spi};
+use crate::rules::spec::RuleSpec;
+use crate::rules::violations::detectable;
+
+type Finding = (String, String, String, String);
+
+/// One row per finding: severity (`error`, `warning`), the object, the
+/// problem, and the SQL that fixes it.
+#[pg_extern(schema = "invariants")]
+#[allow(clippy::type_complexity)]
+fn lint() -> TableIterator<
+    'static,
+    (
+        name!(severity, String),
+        name!(object, String),
+        name!(problem, String),
+        name!(fix, String),
+    ),
+> {
+    let mut findings: Vec<Finding> = Vec::new();
+    findings.extend(cascades_into_protected());
+    findings.extend(broken_rules());
+    findings.extend(disabled_protections());
+    TableIterator::new(findings)
+}
+
+fn rows(sql: &str) -> Vec<Vec<String>> {
+    Spi::connect(|client| {
+        let result = spi(client.select(sql, None, &[]));
+        result
+            .map(|row| {
+                let n = row.columns();
+                (1..=n).map(|i| spi(row.get::<String>(i)).unwrap_or_default()).collect()
+            })
+            .collect()
+    })
+}
+
+/// ON DELETE CASCADE foreign keys that let a parent's delete wipe a
+/// protected (or audited) table.
+fn cascades_into_protected() -> Vec<Finding> {
+    rows(
+        "SELECT c.conname::text, c.conrelid::regclass::text, c.confrelid::regclass::text,
+                pg_catalog.pg_get_constraintdef(c.oid),
+                EXISTS (SELECT FROM invariants.protected_tables p WHERE p.tbl = c.conrelid)::text
+           FROM pg_catalog.pg_constraint c
+          WHERE c.contype = 'f' AND c.confdeltype = 'c'
+            AND (c.conrelid IN (SELECT tbl FROM invariants.protected_tables)
+                 OR c.conrelid IN (SELECT tbl FROM invariants.audited_tables))
+          ORDER BY 2, 1",
+    )
+    .into_iter()
+    .map(|r| {
+        let (name, child, parent, definition, protected) = (&r[0], &r[1], &r[2], &r[3], &r[4]);
+        let restrict = definition.replace("ON DELETE CASCADE", "ON DELETE RESTRICT");
+        let kind = if protected == "true" { "protected" } else { "audited" };
+        (
+            if protected == "true" { "error" } else { "warning" }.to_string(),
+            format!("{child}.{name}"),
+            format!("deleting a row of {parent} silently deletes rows of {kind} table {child} (ON DELETE CASCADE)"),
+            format!(
+                "ALTER TABLE {child} DROP CONSTRAINT {}, ADD CONSTRAINT {} {restrict};",
+                quote_ident(name),
+                quote_ident(name)
+            ),
+        )
+    })
+    .collect()
+}
+
+/// Rules whose columns were dropped or renamed, or whose values no longer
+/// fit their column's type.
+fn broken_rules() -> Vec<Finding> {
+    let (found, broken) = detectable(None);
+    let mut findings: Vec<Finding> = broken
+        .into_iter()
+        .map(|b| {
+            let table = b.table.display();
+            (
+                "error".to_string(),
+                format!("{table}: rule {}", b.rule),
+                b.problem,
+                format!(
+                    "SELECT invariants.drop_rule({}, {}); -- then declare it again",
+                    quote_literal(&table),
+                    quote_literal(&b.rule)
+                ),
+            )
+        })
+        .collect();
+    for d in found {
+        let values: Vec<(&str, &Vec<String>)> = match &d.rule.spec {
+            RuleSpec::RequireNotNull(s) => vec![(s.when_column.as_str(), &s.when_values)],
+            RuleSpec::RequireOnSet(s) => vec![(s.column.as_str(), &s.allowed)],
+            _ => Vec::new(),
+        };
+        for (column, list) in values {
+            let type_oid = crate::catalog::columns(d.table.oid)
+                .into_iter()
+                .find(|c| c.name == column)
+                .map(|c| c.type_oid);
+            let Some(type_oid) = type_oid else { continue };
+            let misfit = list.iter().find(|v| {
+                spi(Spi::get_one_with_args::<bool>(
+                    "SELECT invariants.is_valid_input($1, $2)",
+                    &[v.as_str().into(), type_oid.into()],
+                )) != Some(true)
+            });
+            if let Some(value) = misfit {
+                let table = d.table.display();
+                findings.push((
+                    "error".to_string(),
+                    format!("{table}: rule {}", d.rule.name),
+                    format!(
+                        "value {} no longer fits column {column}, whose type changed",
+                        quote_literal(value)
+                    ),
+                    format!(
+                        "SELECT invariants.drop_rule({}, {}); -- then declare it again",
+                        quote_literal(&table),
+                        quote_literal(&d.rule.name)
+                    ),
+                ));
+            }
+        }
+    }
+    findings
+}
+
+/// pg_invariants triggers that are disabled or missing on the tables that
+/// need them.
+fn disabled_protections() -> Vec<Finding> {
+    rows(
+        "WITH needed AS (
+             SELECT DISTINCT tbl, 'invariants_rules' AS tgname FROM invariants.rule_definitions WHERE kind <> 'require_count'
+             UNION SELECT tbl, 'invariants_audit_delete' FROM invariants.audited_tables
+             UNION SELECT tbl, 'invariants_audit_truncate' FROM invariants.audited_tables)
+         SELECT n.tbl::text, n.tgname, CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END
+           FROM needed n LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = n.tbl AND t.tgname = n.tgname
+          WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')
+          ORDER BY 1, 2",
+    )
+    .into_iter()
+    .map(|r| {
+        let (table, trigger, state) = (&r[0], &r[1], &r[2]);
+        let fix = if state == "missing" {
+            if trigger == "invariants_rules" {
+                format!("-- declare the rules of {table} again (invariants.drop_rule, invariants.add_rule)")
+            } else {
+                format!("SELECT invariants.enable_audit({});", quote_literal(table))
+            }
+        } else {
+            format!("ALTER TABLE {table} ENABLE TRIGGER {trigger};")
+        };
+        ("error".to_string(), format!("{table}: trigger {trigger}"), format!("the trigger is {state}, so the protection is off"), fix)
+    })
+    .collect()
+}

@@ -1,0 +1,59 @@
+//! Guards against destructive operations (incidents 3 and 4): TRUNCATE,
+//! mass DELETE and DROP of protected tables stop at the database with a
+//! message that says what was about to happen.
+//!
+//! - `protect.rs`: `protect`, `unprotect`;
+//! - `delete_budget.rs`: rows deleted per protected table per transaction;
+//! - `guard_drop.rs`: the `sql_drop` and `ddl_command_end` event triggers;
+//! - `lint.rs`: `lint()`.
+//!
+//! The TRUNCATE guard lives in the audit's BEFORE TRUNCATE trigger, and the
+//! DELETE budget is counted by the audit's AFTER DELETE trigger: `protect`
+//! enables both.
+pub mod delete_budget;
+pub mod guard_drop;
+pub mod lint;
+pub mod protect;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+use pgrx::pg_sys::Oid;
+use pgrx::prelude::*;
+
+use crate::catalog::{self_and_ancestors, spi, spi_row, Table};
+use crate::errors::{Code, InvariantError};
+
+/// The max_delete_rows of the protected table `relid` belongs to (itself or
+/// a partitioned table above it), or None when it is not protected.
+pub fn protected_limit(relid: Oid) -> Option<i64> {
+    self_and_ancestors(relid).into_iter().find_map(|oid| {
+        spi_row(Spi::get_one_with_args::<i64>(
+            "SELECT max_delete_rows FROM invariants.protected_tables WHERE tbl = $1::oid::regclass",
+            &[oid.into()],
+        ))
+        .flatten()
+    })
+}
+
+/// True when the current user owns `table` (or belongs to its owning role).
+pub fn is_owner(table: &Table) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.pg_has_role(relowner, 'USAGE') FROM pg_catalog.pg_class WHERE oid = $1",
+        &[table.oid.into()],
+    )) == Some(true)
+}
+
+/// Whether switch `setting` (already known to be on) unlocks `table`: only
+/// for its owner. For anyone else the refusal says so.
+pub fn switch_allows(setting: &str, table: &Table) -> Result<(), InvariantError> {
+    if is_owner(table) {
+        return Ok(());
+    }
+    Err(InvariantError::new(
+        Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("{setting} is honored only for the owner of {}", table.display()),
+    )
+    .hint("Ask the table's owner to run the operation, or to unprotect the table.")
+    .table(&table.schema, &table.name))
+}
