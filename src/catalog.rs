@@ -281,6 +281,14 @@ pub fn self_and_ancestors(oid: Oid) -> Vec<Oid> {
     oids.unwrap_or_else(|| vec![oid])
 }
 
+/// True when `oid` has a trigger named `name`.
+pub fn has_trigger(oid: Oid, name: &str) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
+        &[oid.into(), name.into()],
+    )) == Some(true)
+}
+
 /// Tells every backend to forget what it cached about `oid` and its
 /// partitions, at commit.
 pub fn invalidate(oid: Oid) {

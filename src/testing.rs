@@ -56,3 +56,15 @@ pub fn sqlstate_of(sql: &str) -> String {
 pub fn count(sql: &str) -> i64 {
     Spi::get_one::<i64>(sql).expect("query").unwrap_or(0)
 }
+
+/// Runs `sql` (one or more statements); panics with the statement on error.
+pub fn run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The text value `sql` returns ("" for NULL).
+pub fn text(sql: &str) -> String {
+    Spi::get_one::<String>(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_default()
+}

@@ -4,9 +4,9 @@
 use pgrx::prelude::*;
 
 use super::{audit_delete, audit_truncate};
-use crate::catalog::{partition_tree, quote_ident, spi, table_arg, Regclass, Table};
+use crate::catalog::{has_trigger, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
-use crate::guards::guard_drop::internally;
+use crate::guards::guard_drop::drop_own_trigger;
 use crate::privilege::as_extension_owner;
 
 /// Starts capturing every row removed from `tbl` by DELETE or TRUNCATE.
@@ -65,28 +65,14 @@ fn disable_audit(tbl: Option<Regclass>) {
     });
     for relid in partition_tree(table.oid) {
         if let Some(target) = Table::lookup(relid) {
-            drop_trigger(&target, audit_delete::TRIGGER_NAME);
-            drop_trigger(&target, audit_truncate::TRIGGER_NAME);
+            drop_own_trigger(&target, audit_delete::TRIGGER_NAME);
+            drop_own_trigger(&target, audit_truncate::TRIGGER_NAME);
         }
     }
 }
 
-fn has_trigger(table: &Table, name: &str) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
-        &[table.oid.into(), name.into()],
-    )) == Some(true)
-}
-
-fn drop_trigger(table: &Table, name: &str) {
-    if has_trigger(table, name) {
-        let sql = format!("DROP TRIGGER {} ON {}", quote_ident(name), table.qualified());
-        internally(|| spi(Spi::run(&sql)));
-    }
-}
-
 fn install_triggers(table: &Table) {
-    if !has_trigger(table, audit_delete::TRIGGER_NAME) {
+    if !has_trigger(table.oid, audit_delete::TRIGGER_NAME) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS invariants_deleted
              FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_delete()",
@@ -94,7 +80,7 @@ fn install_triggers(table: &Table) {
             table.qualified()
         )));
     }
-    if !has_trigger(table, audit_truncate::TRIGGER_NAME) {
+    if !has_trigger(table.oid, audit_truncate::TRIGGER_NAME) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_truncate()",
             quote_ident(audit_truncate::TRIGGER_NAME),

@@ -3,17 +3,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{count, error_of, sqlstate_of};
-
-    fn run(sql: &str) {
-        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    fn text(sql: &str) -> String {
-        Spi::get_one::<String>(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .unwrap_or_default()
-    }
+    use crate::testing::{count, error_of, run, sqlstate_of, text};
 
     /// Rows of `a` and `b` whose text form differs (by id), both ways.
     fn differing_rows(a: &str, b: &str) -> i64 {

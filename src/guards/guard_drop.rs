@@ -41,6 +41,18 @@ pub fn internally<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Drops one of the extension's triggers on `table`, if it is there.
+pub fn drop_own_trigger(table: &Table, name: &str) {
+    if crate::catalog::has_trigger(table.oid, name) {
+        let sql = format!(
+            "DROP TRIGGER {} ON {}",
+            crate::catalog::quote_ident(name),
+            table.qualified()
+        );
+        internally(|| spi(Spi::run(&sql)));
+    }
+}
+
 pgrx::extension_sql!(
     r#"
 CREATE FUNCTION invariants.guard_drop() RETURNS event_trigger

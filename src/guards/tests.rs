@@ -3,11 +3,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{count, error_of, sqlstate_of};
-
-    fn run(sql: &str) {
-        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    use crate::testing::{count, error_of, run, sqlstate_of};
 
     fn table(name: &str, rows: i32) {
         run(&format!("CREATE TABLE {name} (id int PRIMARY KEY, v text)"));

@@ -4,11 +4,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::testing::{count, error_of, sqlstate_of};
-
-    fn run(sql: &str) {
-        Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    use crate::testing::{count, error_of, run, sqlstate_of};
 
     /// The incident's tables: a session claims how many prospects it has.
     fn sessions() {

@@ -285,14 +285,7 @@ pub fn install_trigger(table: &Table) {
         .collect();
     columns.sort();
     columns.dedup();
-    let installed = spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
-        &[table.oid.into(), TRIGGER_NAME.into()],
-    ));
-    if installed == Some(true) {
-        let sql = format!("DROP TRIGGER {} ON {}", quote_ident(TRIGGER_NAME), table.qualified());
-        crate::guards::guard_drop::internally(|| spi(Spi::run(&sql)));
-    }
+    crate::guards::guard_drop::drop_own_trigger(table, TRIGGER_NAME);
     if !columns.is_empty() {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION invariants.enforce_rules()",

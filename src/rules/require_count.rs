@@ -171,15 +171,14 @@ pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
 /// Drops the rule's constraint triggers, where they still exist.
 pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
     let name = trigger_name(rule);
-    for table in [parent.qualified(), spec.child.clone()] {
-        let exists = spi(Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass($1) AND tgname = $2)",
-            &[table.as_str().into(), name.as_str().into()],
-        ));
-        if exists == Some(true) {
-            let sql = format!("DROP TRIGGER {} ON {table}", quote_ident(&name));
-            crate::guards::guard_drop::internally(|| spi(Spi::run(&sql)));
-        }
+    let child = spi_row(Spi::get_one_with_args::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[spec.child.as_str().into()],
+    ))
+    .flatten()
+    .and_then(Table::lookup);
+    for table in std::iter::once(parent.clone()).chain(child) {
+        crate::guards::guard_drop::drop_own_trigger(&table, &name);
     }
 }
 
