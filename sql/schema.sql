@@ -56,11 +56,21 @@ CREATE TABLE invariants.protected_tables (
     protected_by    text        NOT NULL DEFAULT current_user
 );
 
+-- Tables whose DELETE becomes "SET <column> = now()" (invariants.enable_soft_delete).
+CREATE TABLE invariants.soft_delete_tables (
+    tbl         regclass    PRIMARY KEY,
+    column_name text        NOT NULL,
+    "cascade"   boolean     NOT NULL,
+    enabled_at  timestamptz NOT NULL DEFAULT now(),
+    enabled_by  text        NOT NULL DEFAULT current_user
+);
+
 -- pg_dump keeps the user's declarations and history.
 SELECT pg_catalog.pg_extension_config_dump('invariants.rule_definitions', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audited_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.protected_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.soft_delete_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
 
 -- Not writable by PUBLIC: the extension's functions write them on a table
@@ -74,3 +84,5 @@ REVOKE ALL ON invariants.audited_tables FROM PUBLIC;
 GRANT SELECT ON invariants.audited_tables TO PUBLIC;
 REVOKE ALL ON invariants.protected_tables FROM PUBLIC;
 GRANT SELECT ON invariants.protected_tables TO PUBLIC;
+REVOKE ALL ON invariants.soft_delete_tables FROM PUBLIC;
+GRANT SELECT ON invariants.soft_delete_tables TO PUBLIC;

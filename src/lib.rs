@@ -19,7 +19,9 @@ pub mod health;
 pub mod privilege;
 pub mod relcache;
 pub mod rules;
+pub mod soft_delete;
 pub mod tuple;
+pub mod xact;
 
 /// The extension's schema. It is created by the extension script (not by the
 /// control file) so that DROP EXTENSION removes it too.
@@ -35,7 +37,7 @@ pgrx::extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["s
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
     relcache::register_invalidation_callback();
-    guards::delete_budget::register_callbacks();
+    xact::register_callbacks();
 }
 
 /// Required by `cargo pgrx test`.

@@ -35,7 +35,22 @@ impl Drop for RestoreUser {
 /// Runs `f` as the extension's owner. Errors inside `f` abort the
 /// (sub)transaction, which restores the user id as well.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = extension_owner();
+    as_user(extension_owner(), f)
+}
+
+/// Runs `f` as the owner of relation `relid`, the way Postgres runs
+/// foreign-key actions.
+pub fn as_table_owner<R>(relid: Oid, f: impl FnOnce() -> R) -> R {
+    let owner = spi_row(Spi::get_one_with_args::<Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    ))
+    .flatten()
+    .unwrap_or_else(|| crate::errors::fail(crate::errors::Code::ERRCODE_UNDEFINED_TABLE, "table no longer exists"));
+    as_user(owner, f)
+}
+
+fn as_user<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
     let mut user = pg_sys::InvalidOid;
     let mut context = 0;
     // SAFETY: both out-pointers are valid locals.

@@ -57,6 +57,10 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
         Some(condition) => format!("pg_catalog.pg_trigger_depth() + CASE WHEN {condition} THEN 1 ELSE 0 END"),
         None => "pg_catalog.pg_trigger_depth()".into(),
     };
+    // Rows `purge` removes are logged by it, as PURGE.
+    if crate::soft_delete::soft_delete::purging(relid) {
+        return Ok(Datum::from(0));
+    }
     let rows = capture_at_depth(
         "DELETE",
         &table,

@@ -5,7 +5,8 @@
 //! the statement past the table's limit. Rows of a statement that failed, or
 //! of a subtransaction that rolled back (a savepoint, a PL/pgSQL exception
 //! block), are given back: each addition is tagged with the subtransaction
-//! that made it, and an aborted subtransaction's additions are dropped.
+//! that made it, and an aborted subtransaction's additions are dropped
+//! (see `xact.rs`).
 use std::cell::RefCell;
 
 use pgrx::pg_sys::{self, Oid, SubTransactionId};
@@ -69,40 +70,13 @@ pub fn add(table: &Table, rows: i64) -> Result<(), InvariantError> {
     Ok(())
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_subxact(
-    event: pg_sys::SubXactEvent::Type,
-    subxact: SubTransactionId,
-    _parent: SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        // Subtransaction ids grow within a transaction: the aborted one's
-        // children have larger ids and are gone with it.
-        DELETED.with(|d| d.borrow_mut().retain(|e| e.subxact < subxact));
-    }
+/// Gives back what an aborted subtransaction deleted. Subtransaction ids
+/// grow within a transaction: the aborted one's children have larger ids and
+/// are gone with it.
+pub fn forget_subxact(subxact: SubTransactionId) {
+    DELETED.with(|d| d.borrow_mut().retain(|e| e.subxact < subxact));
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    if matches!(
-        event,
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-            | pg_sys::XactEvent::XACT_EVENT_ABORT
-            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
-            | pg_sys::XactEvent::XACT_EVENT_PREPARE
-    ) {
-        DELETED.with(|d| d.borrow_mut().clear());
-    }
-}
-
-/// Registers the callbacks; once per backend, from `_PG_init`.
-pub fn register_callbacks() {
-    // SAFETY: static functions that only touch this module's thread-local;
-    // Postgres keeps the pointers for the backend's life.
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
-    }
+pub fn forget_all() {
+    DELETED.with(|d| d.borrow_mut().clear());
 }

@@ -228,7 +228,12 @@ fn guard_drop_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantE
 fn forget_tables(oids: &[Oid]) {
     let oids = oids.to_vec();
     as_extension_owner(|| {
-        for table in ["rule_definitions", "audited_tables", "protected_tables"] {
+        for table in [
+            "rule_definitions",
+            "audited_tables",
+            "protected_tables",
+            "soft_delete_tables",
+        ] {
             spi(Spi::run_with_args(
                 &format!("DELETE FROM invariants.{table} WHERE tbl::oid = ANY ($1)"),
                 &[oids.clone().into()],

@@ -1,0 +1,140 @@
+//! `invariants.enable_soft_delete` and `invariants.disable_soft_delete`.
+use std::collections::HashSet;
+
+use pgrx::pg_sys::Oid;
+use pgrx::prelude::*;
+
+use super::cascade_keys;
+use super::soft_delete::{APPLY_TRIGGER, ROW_TRIGGER};
+use crate::catalog::{has_trigger, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
+use crate::errors::{fail, Code, InvariantError};
+use crate::guards::guard_drop::drop_own_trigger;
+use crate::privilege::as_extension_owner;
+
+/// Makes DELETE on `tbl` set `column` to now() instead. With `cascade`, the
+/// tables that reference it through ON DELETE CASCADE (at any depth) become
+/// soft-delete tables too, and are soft-deleted with it. Calling it again is
+/// harmless.
+#[pg_extern(schema = "invariants")]
+fn enable_soft_delete(
+    tbl: Option<Regclass>,
+    column: default!(Option<&str>, "'deleted_at'"),
+    cascade: default!(Option<bool>, "true"),
+) {
+    let table = table_arg(tbl, "tbl");
+    let Some(column) = column else {
+        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument column must not be NULL")
+    };
+    let Some(cascade) = cascade else {
+        fail(
+            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "argument cascade must not be NULL",
+        )
+    };
+    // Validate the whole cascade first, so nothing changes on an error.
+    let mut tables = vec![(table.clone(), None::<Table>)];
+    if cascade {
+        let mut seen: HashSet<Oid> = HashSet::from([table.oid]);
+        let mut i = 0;
+        while i < tables.len() {
+            for key in cascade_keys(tables[i].0.oid, true) {
+                if seen.insert(key.child.oid) {
+                    tables.push((key.child.clone(), Some(key.parent.clone())));
+                }
+            }
+            i += 1;
+        }
+    }
+    for (t, parent) in &tables {
+        check_column(t, column, parent.as_ref());
+        if parent.is_some() {
+            table_arg(Some(Regclass(t.oid)), "tbl");
+        }
+    }
+    for (t, _) in &tables {
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO invariants.soft_delete_tables (tbl, column_name, \"cascade\", enabled_by)
+                 VALUES ($1, $2, $3, session_user)
+                 ON CONFLICT (tbl) DO UPDATE SET column_name = EXCLUDED.column_name, \"cascade\" = EXCLUDED.\"cascade\"",
+                &[Regclass(t.oid).into(), column.into(), cascade.into()],
+            ))
+        });
+        for relid in partition_tree(t.oid) {
+            if let Some(target) = Table::lookup(relid) {
+                install_triggers(&target);
+            }
+        }
+    }
+}
+
+fn check_column(table: &Table, column: &str, parent: Option<&Table>) {
+    let found = crate::catalog::columns(table.oid)
+        .into_iter()
+        .find(|c| c.name == column);
+    let via = parent.map_or(String::new(), |p| {
+        format!(" (it references {} through ON DELETE CASCADE)", p.display())
+    });
+    match found {
+        None => InvariantError::new(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "argument column: table {} has no column \"{column}\"{via}",
+                table.display()
+            ),
+        )
+        .hint(format!(
+            "Add it: ALTER TABLE {} ADD COLUMN {} timestamptz; or enable with cascade => false.",
+            table.display(),
+            quote_ident(column)
+        ))
+        .raise(),
+        Some(c) if c.type_oid != pgrx::pg_sys::TIMESTAMPTZOID => InvariantError::new(
+            Code::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "argument column: column \"{column}\" of table {} is of type {}, not timestamp with time zone{via}",
+                table.display(),
+                c.type_name
+            ),
+        )
+        .raise(),
+        Some(_) => {}
+    }
+}
+
+fn install_triggers(table: &Table) {
+    if !has_trigger(table.oid, ROW_TRIGGER) {
+        spi(Spi::run(&format!(
+            "CREATE TRIGGER {} BEFORE DELETE ON {} FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
+            quote_ident(ROW_TRIGGER),
+            table.qualified()
+        )));
+    }
+    if !has_trigger(table.oid, APPLY_TRIGGER) {
+        spi(Spi::run(&format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.soft_delete_apply()",
+            quote_ident(APPLY_TRIGGER),
+            table.qualified()
+        )));
+    }
+}
+
+/// DELETE on `tbl` deletes again. Its rows keep their deleted_at; tables
+/// enabled through its cascade stay soft-delete tables. Harmless when not
+/// enabled.
+#[pg_extern(schema = "invariants")]
+fn disable_soft_delete(tbl: Option<Regclass>) {
+    let table = table_arg(tbl, "tbl");
+    as_extension_owner(|| {
+        spi(Spi::run_with_args(
+            "DELETE FROM invariants.soft_delete_tables WHERE tbl = $1",
+            &[Regclass(table.oid).into()],
+        ))
+    });
+    for relid in partition_tree(table.oid) {
+        if let Some(target) = Table::lookup(relid) {
+            drop_own_trigger(&target, ROW_TRIGGER);
+            drop_own_trigger(&target, APPLY_TRIGGER);
+        }
+    }
+}
