@@ -22,6 +22,7 @@ fn lint() -> TableIterator<
 > {
     let mut findings: Vec<Finding> = Vec::new();
     findings.extend(cascades_into_protected());
+    findings.extend(unique_counting_deleted_rows());
     findings.extend(broken_rules());
     findings.extend(disabled_protections());
     TableIterator::new(findings)
@@ -37,6 +38,40 @@ fn rows(sql: &str) -> Vec<Vec<String>> {
             })
             .collect()
     })
+}
+
+/// Unique constraints and indexes of soft-delete tables that still count
+/// soft-deleted rows (a deleted row blocks a new one with the same key).
+fn unique_counting_deleted_rows() -> Vec<Finding> {
+    rows(
+        "SELECT s.tbl::text, i.indexrelid::regclass::text, s.column_name,
+                coalesce(con.conname::text, ''),
+                (SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.ord)
+                   FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+           FROM invariants.soft_delete_tables s
+           JOIN pg_catalog.pg_index i ON i.indrelid = s.tbl AND i.indisunique AND NOT i.indisprimary
+           LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.contype = 'u'
+          WHERE i.indexprs IS NULL
+            AND (i.indpred IS NULL OR pg_catalog.pg_get_expr(i.indpred, i.indrelid) NOT LIKE '%' || s.column_name || '%')
+          ORDER BY 1, 2",
+    )
+    .into_iter()
+    .map(|r| {
+        let (table, index, column, constraint, columns) = (&r[0], &r[1], &r[2], &r[3], &r[4]);
+        let drop = if constraint.is_empty() {
+            format!("DROP INDEX {index};")
+        } else {
+            format!("ALTER TABLE {table} DROP CONSTRAINT {};", quote_ident(constraint))
+        };
+        (
+            "warning".to_string(),
+            index.clone(),
+            format!("unique ({columns}) on soft-delete table {table} still counts deleted rows"),
+            format!("{drop} CREATE UNIQUE INDEX ON {table} ({columns}) WHERE {} IS NULL;", quote_ident(column)),
+        )
+    })
+    .collect()
 }
 
 /// ON DELETE CASCADE foreign keys that let a parent's delete wipe a

@@ -219,4 +219,21 @@ mod tests {
         run("SELECT invariants.enable_soft_delete('s1', cascade => false)");
         assert_eq!(count("SELECT count(*) FROM invariants.soft_delete_tables"), 1);
     }
+
+    #[pg_test]
+    fn lint_finds_unique_constraints_that_count_deleted_rows() {
+        run("CREATE TABLE members (id int PRIMARY KEY, email text CONSTRAINT members_email UNIQUE, deleted_at timestamptz)");
+        run("SELECT invariants.enable_soft_delete('members')");
+        let fix = Spi::get_one::<String>("SELECT fix FROM invariants.lint() WHERE problem LIKE 'unique (email)%'")
+            .unwrap()
+            .unwrap();
+        assert!(fix.contains("WHERE \"deleted_at\" IS NULL"), "{fix}");
+        run(&fix);
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.lint() WHERE problem LIKE 'unique (email)%'"),
+            0
+        );
+        run("INSERT INTO members VALUES (1, 'a@x'); DELETE FROM members; INSERT INTO members VALUES (2, 'a@x')");
+        assert_eq!(count("SELECT count(*) FROM members WHERE email = 'a@x'"), 2);
+    }
 }
