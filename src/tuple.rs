@@ -75,6 +75,30 @@ impl ColumnReader {
         self.datum(row).is_none()
     }
 
+    /// True when the column is NULL in `tuple`, read from its null bitmap
+    /// without deforming the row.
+    ///
+    /// # Safety
+    /// `tuple` must be a valid heap tuple of the relation described by
+    /// `desc`, the one this reader was built for.
+    pub unsafe fn is_null_in(&self, tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> bool {
+        // SAFETY: per the contract; the header says how many attributes the
+        // tuple stores and whether it has a null bitmap of that many bits.
+        unsafe {
+            let header = (*tuple).t_data;
+            let stored = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as i32;
+            if self.attnum > stored {
+                // Added after the row was written: its default decides.
+                return pg_sys::heap_attisnull(tuple, self.attnum, desc);
+            }
+            if (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL == 0 {
+                return false;
+            }
+            let i = (self.attnum - 1) as usize;
+            *(*header).t_bits.as_ptr().add(i >> 3) & (1 << (i & 7)) == 0
+        }
+    }
+
     /// Calls `f` with the value in its type's text form, as bytes (None for
     /// NULL), without copying text and varchar values.
     pub fn with_text<R>(&self, row: &Row, f: impl FnOnce(Option<&[u8]>) -> R) -> R {

@@ -20,7 +20,7 @@ use crate::catalog::{partition_tree, quote_ident, spi, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::as_table_owner;
 use crate::relcache;
-use crate::tuple::{ColumnReader, Row};
+use crate::tuple::ColumnReader;
 
 pub const ROW_TRIGGER: &str = "invariants_soft_delete";
 pub const APPLY_TRIGGER: &str = "invariants_soft_delete_apply";
@@ -42,7 +42,7 @@ crate::trigger_function!(soft_delete_apply, pg_finfo_soft_delete_apply, apply_bo
 /// A row kept by the row trigger, waiting for the statement's UPDATE.
 struct Pending {
     relid: Oid,
-    ctid: String,
+    ctid: pg_sys::ItemPointerData,
     subxact: SubTransactionId,
 }
 
@@ -119,14 +119,10 @@ fn row_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
         return Ok(Datum::from(tuple));
     };
     // SAFETY: the old row of this relation, from the trigger manager.
-    let row = unsafe { Row::deform(tuple, desc) };
-    if column.is_null(&row) {
-        // SAFETY: t_self is the address of the row being deleted.
-        let tid = unsafe { (*tuple).t_self };
-        let block = ((tid.ip_blkid.bi_hi as u32) << 16) | tid.ip_blkid.bi_lo as u32;
-        // SAFETY: reads the current subtransaction's id.
-        let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-        let ctid = format!("({block},{})", tid.ip_posid);
+    if unsafe { column.is_null_in(tuple, desc) } {
+        // SAFETY: t_self is the address of the row being deleted; reading
+        // the subtransaction id has no side effect.
+        let (ctid, subxact) = unsafe { ((*tuple).t_self, pg_sys::GetCurrentSubTransactionId()) };
         PENDING.with(|p| p.borrow_mut().push(Pending { relid, ctid, subxact }));
     }
     // Keep the row.
@@ -153,10 +149,10 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
         let Some(column) = soft_delete_column(rel) else {
             continue;
         };
-        let ctids: Vec<String> = mine.iter().filter(|e| e.relid == rel).map(|e| e.ctid.clone()).collect();
+        let ctids: Vec<pg_sys::ItemPointerData> = mine.iter().filter(|e| e.relid == rel).map(|e| e.ctid).collect();
         refuse_hard_cascade(&table, &ctids)?;
         let sql = format!(
-            "UPDATE ONLY {} SET {col} = pg_catalog.now() WHERE ctid = ANY ($1::text[]::tid[]) AND {col} IS NULL",
+            "UPDATE ONLY {} SET {col} = pg_catalog.now() WHERE ctid = ANY ($1) AND {col} IS NULL",
             table.qualified(),
             col = quote_ident(&column)
         );
@@ -168,7 +164,7 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
 
 /// Fails when the kept rows are children whose ON DELETE CASCADE parent is
 /// gone: the delete came from a hard delete of the parent.
-fn refuse_hard_cascade(table: &Table, ctids: &[String]) -> Result<(), InvariantError> {
+fn refuse_hard_cascade(table: &Table, ctids: &[pg_sys::ItemPointerData]) -> Result<(), InvariantError> {
     for key in cascade_keys(table.oid, false) {
         let present = key
             .child_columns
@@ -178,7 +174,7 @@ fn refuse_hard_cascade(table: &Table, ctids: &[String]) -> Result<(), InvariantE
             .join(" AND ");
         let orphans = spi(Spi::get_one_with_args::<i64>(
             &format!(
-                "SELECT count(*) FROM ONLY {} c WHERE c.ctid = ANY ($1::text[]::tid[]) AND {present}
+                "SELECT count(*) FROM ONLY {} c WHERE c.ctid = ANY ($1) AND {present}
                     AND NOT EXISTS (SELECT FROM {} p WHERE {})",
                 table.qualified(),
                 key.parent.qualified(),
