@@ -257,4 +257,29 @@ mod tests {
         assert!(error.message.contains("older_than"), "{error:?}");
         assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 1);
     }
+
+    #[pg_test]
+    fn writes_as_the_extension_owner_ignore_the_callers_search_path() {
+        // A function that would run with the extension owner's rights if the
+        // caller's search_path were followed.
+        Spi::run(
+            "CREATE SCHEMA evil;
+             CREATE TABLE evil.calls (who text);
+             CREATE FUNCTION evil.unnest(jsonb[]) RETURNS SETOF jsonb LANGUAGE sql AS
+               $$ INSERT INTO evil.calls VALUES (current_user) RETURNING '{}'::jsonb $$;
+             CREATE TABLE rep (id int PRIMARY KEY, status text, sent_at timestamptz);
+             INSERT INTO rep VALUES (1, 'sent', NULL);
+             SELECT invariants.require_not_null('rep', 'sent_at', 'status', ARRAY['sent'],
+                      repair => '{\"set\": {\"status\": \"new\"}}');
+             SET LOCAL search_path = evil, pg_catalog, public;",
+        )
+        .unwrap();
+        Spi::run("SELECT * FROM invariants.repair('public.rep')").unwrap();
+        Spi::run("SET LOCAL search_path = public").unwrap();
+        assert_eq!(count("SELECT count(*) FROM evil.calls"), 0);
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE op = 'REPAIR'"),
+            1
+        );
+    }
 }

@@ -297,3 +297,71 @@ pub fn invalidate(oid: Oid) {
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     }
 }
+
+/// An ON DELETE CASCADE foreign key from `child` to a parent.
+#[derive(Debug, Clone)]
+pub struct CascadeKey {
+    pub child: Table,
+    pub child_columns: Vec<String>,
+    pub parent: Table,
+    pub parent_columns: Vec<String>,
+}
+
+impl CascadeKey {
+    /// `c.a = p.x AND c.b = p.y` for aliases `c` (child) and `p` (parent).
+    pub fn join(&self) -> String {
+        self.join_as("c", "p")
+    }
+
+    /// The same join for other aliases.
+    pub fn join_as(&self, child: &str, parent: &str) -> String {
+        self.child_columns
+            .iter()
+            .zip(&self.parent_columns)
+            .map(|(c, p)| format!("{child}.{} = {parent}.{}", quote_ident(c), quote_ident(p)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+/// ON DELETE CASCADE keys referencing `parent` (`to_parent`) or held by
+/// `child` (otherwise).
+pub fn cascade_keys(relid: Oid, to_parent: bool) -> Vec<CascadeKey> {
+    let side = if to_parent { "c.confrelid" } else { "c.conrelid" };
+    let rows: Vec<(Oid, Oid, Vec<String>, Vec<String>)> = Spi::connect(|client| {
+        let result = spi(client.select(
+            &format!(
+                "SELECT c.conrelid, c.confrelid,
+                        ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                                JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                        ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                                JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+                   FROM pg_catalog.pg_constraint c
+                  WHERE c.contype = 'f' AND c.confdeltype = 'c' AND c.conparentid = 0 AND {side} = ANY ($1)
+                  ORDER BY c.oid"
+            ),
+            None,
+            &[self_and_ancestors(relid).into()],
+        ));
+        result
+            .map(|row| {
+                (
+                    spi(row.get::<Oid>(1)).unwrap_or(pg_sys::InvalidOid),
+                    spi(row.get::<Oid>(2)).unwrap_or(pg_sys::InvalidOid),
+                    spi(row.get::<Vec<String>>(3)).unwrap_or_default(),
+                    spi(row.get::<Vec<String>>(4)).unwrap_or_default(),
+                )
+            })
+            .collect()
+    });
+    rows.into_iter()
+        .filter_map(|(child, parent, child_columns, parent_columns)| {
+            Some(CascadeKey {
+                child: Table::lookup(child)?,
+                child_columns,
+                parent: Table::lookup(parent)?,
+                parent_columns,
+            })
+        })
+        .collect()
+}

@@ -1,6 +1,9 @@
 //! The extension's tables are not writable by PUBLIC. Functions that must
 //! write them on a table owner's behalf switch to the extension's owner for
-//! just that write, the way Postgres itself runs foreign-key checks.
+//! just that write, the way Postgres itself runs foreign-key checks, with
+//! `search_path` pinned to `pg_catalog, pg_temp` meanwhile (as a SECURITY
+//! DEFINER function with a pinned search_path would have it), so that no
+//! function or operator of the caller's schemas runs with those rights.
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
@@ -32,10 +35,38 @@ impl Drop for RestoreUser {
     }
 }
 
-/// Runs `f` as the extension's owner. Errors inside `f` abort the
-/// (sub)transaction, which restores the user id as well.
+/// Runs `f` as the extension's owner, with the search path pinned. Errors
+/// inside `f` abort the (sub)transaction, which restores both as well.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    as_user(extension_owner(), f)
+    let owner = extension_owner();
+    // SAFETY: opens a GUC nesting level, closed by PinnedSearchPath's drop.
+    let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
+    let _restore_path = PinnedSearchPath(nest_level);
+    // SAFETY: sets a known setting to a constant, valid value; elevel 0
+    // means a failure is reported as a return value instead of raised.
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        )
+    };
+    as_user(owner, f)
+}
+
+/// Puts the search path back when dropped, on unwinding too.
+struct PinnedSearchPath(i32);
+
+impl Drop for PinnedSearchPath {
+    fn drop(&mut self) {
+        // SAFETY: closes the nesting level opened by as_extension_owner.
+        unsafe { pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.0) };
+    }
 }
 
 /// Runs `f` as the owner of relation `relid`, the way Postgres runs

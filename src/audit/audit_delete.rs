@@ -9,10 +9,8 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 
-use pgrx::prelude::*;
-
 use crate::audit_log::capture_at_depth;
-use crate::catalog::{quote_ident, self_and_ancestors, spi, Table};
+use crate::catalog::{cascade_keys, quote_ident, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::relcache;
 
@@ -79,44 +77,19 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
 struct CascadeCondition(Option<String>);
 
 fn cascaded_condition(relid: pg_sys::Oid) -> Option<String> {
-    let keys: Vec<(String, Vec<String>, Vec<String>)> = Spi::connect(|client| {
-        let rows = spi(client.select(
-            "SELECT c.confrelid::regclass::text,
-                    ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
-                            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
-                    ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
-                            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
-               FROM pg_catalog.pg_constraint c
-              WHERE c.contype = 'f' AND c.confdeltype = 'c' AND c.conrelid = ANY ($1)",
-            None,
-            &[self_and_ancestors(relid).into()],
-        ));
-        rows.map(|row| {
-            (
-                spi(row.get::<String>(1)).unwrap_or_default(),
-                spi(row.get::<Vec<String>>(2)).unwrap_or_default(),
-                spi(row.get::<Vec<String>>(3)).unwrap_or_default(),
-            )
-        })
-        .collect()
-    });
-    let conditions: Vec<String> = keys
+    let conditions: Vec<String> = cascade_keys(relid, false)
         .iter()
-        .filter(|(_, columns, parent_columns)| !columns.is_empty() && columns.len() == parent_columns.len())
-        .map(|(parent, columns, parent_columns)| {
-            let present = columns
+        .map(|key| {
+            let present = key
+                .child_columns
                 .iter()
                 .map(|c| format!("o.{} IS NOT NULL", quote_ident(c)))
                 .collect::<Vec<_>>();
-            let matches = columns
-                .iter()
-                .zip(parent_columns)
-                .map(|(c, p)| format!("p.{} = o.{}", quote_ident(p), quote_ident(c)))
-                .collect::<Vec<_>>();
             format!(
-                "({} AND NOT EXISTS (SELECT FROM {parent} p WHERE {}))",
+                "({} AND NOT EXISTS (SELECT FROM {} p WHERE {}))",
                 present.join(" AND "),
-                matches.join(" AND ")
+                key.parent.qualified(),
+                key.join_as("o", "p")
             )
         })
         .collect();
