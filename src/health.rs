@@ -5,7 +5,7 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use crate::catalog::{quote_literal, spi};
-use crate::rules::declare::TRIGGER_NAME;
+use crate::guards::lint::{trigger_fix, trigger_problems};
 use crate::rules::violations::{count, detectable, percent};
 
 /// 100 minus the percentage of rows violating any rule, rounded down.
@@ -72,15 +72,13 @@ fn health() -> JsonB {
             quote_literal(&b.rule)
         ));
     }
-    for (table, state) in rule_trigger_problems() {
-        let fix = if state == "missing" {
-            format!("the trigger {TRIGGER_NAME} of {table} is missing, so its rules are not enforced: drop and declare its rules again (invariants.drop_rule, invariants.add_rule).")
-        } else {
-            format!("the trigger {TRIGGER_NAME} of {table} is disabled, so its rules are not enforced: ALTER TABLE {table} ENABLE TRIGGER {TRIGGER_NAME};")
-        };
-        protections.push(json!({"table": table, "protection": "rules", "state": state,
-                                "problem": format!("trigger {TRIGGER_NAME} is {state}")}));
-        recommendations.push(fix);
+    for (table, trigger, capability, state) in trigger_problems() {
+        protections.push(json!({"table": table, "protection": capability, "state": state,
+                                "problem": format!("trigger {trigger} is {state}")}));
+        recommendations.push(format!(
+            "The {capability} of {table} is off (trigger {trigger} is {state}): {}",
+            trigger_fix(&table, &trigger, &capability, &state)
+        ));
     }
     if detectable.iter().any(|d| d.rule.spec.repair().is_some()) && !repair_scheduled() {
         recommendations.push(
@@ -94,32 +92,11 @@ fn health() -> JsonB {
         "rows": {"total": total, "violating": violating},
         "rules": Value::Array(rules),
         "protections": Value::Array(protections),
+        // DELETE on a soft-delete table is turned into an UPDATE by triggers,
+        // so clients see DELETE 0 (see the README).
+        "soft_delete_mode": "trigger",
         "recommendations": recommendations,
     }))
-}
-
-/// Tables with rules whose trigger is missing, or not enabled for
-/// ordinary sessions (state "disabled").
-fn rule_trigger_problems() -> Vec<(String, String)> {
-    Spi::connect(|client| {
-        let rows = spi(client.select(
-            "SELECT DISTINCT r.tbl::text,
-                    CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END
-               FROM invariants.rule_definitions r
-               LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.tbl AND t.tgname = $1
-              WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')
-              ORDER BY 1",
-            None,
-            &[TRIGGER_NAME.into()],
-        ));
-        rows.map(|row| {
-            (
-                spi(row.get::<String>(1)).unwrap_or_default(),
-                spi(row.get::<String>(2)).unwrap_or_default(),
-            )
-        })
-        .collect()
-    })
 }
 
 fn repair_scheduled() -> bool {

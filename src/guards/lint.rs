@@ -80,20 +80,22 @@ fn cascades_into_protected() -> Vec<Finding> {
     rows(
         "SELECT c.conname::text, c.conrelid::regclass::text, c.confrelid::regclass::text,
                 pg_catalog.pg_get_constraintdef(c.oid),
-                EXISTS (SELECT FROM invariants.protected_tables p WHERE p.tbl = c.conrelid)::text
+                CASE WHEN EXISTS (SELECT FROM invariants.protected_tables p WHERE p.tbl = c.conrelid) THEN 'protected'
+                     WHEN EXISTS (SELECT FROM invariants.soft_delete_tables s WHERE s.tbl = c.conrelid) THEN 'soft-delete'
+                     ELSE 'audited' END
            FROM pg_catalog.pg_constraint c
           WHERE c.contype = 'f' AND c.confdeltype = 'c'
             AND (c.conrelid IN (SELECT tbl FROM invariants.protected_tables)
-                 OR c.conrelid IN (SELECT tbl FROM invariants.audited_tables))
+                 OR c.conrelid IN (SELECT tbl FROM invariants.audited_tables)
+                 OR c.conrelid IN (SELECT tbl FROM invariants.soft_delete_tables))
           ORDER BY 2, 1",
     )
     .into_iter()
     .map(|r| {
-        let (name, child, parent, definition, protected) = (&r[0], &r[1], &r[2], &r[3], &r[4]);
+        let (name, child, parent, definition, kind) = (&r[0], &r[1], &r[2], &r[3], &r[4]);
         let restrict = definition.replace("ON DELETE CASCADE", "ON DELETE RESTRICT");
-        let kind = if protected == "true" { "protected" } else { "audited" };
         (
-            if protected == "true" { "error" } else { "warning" }.to_string(),
+            if kind == "protected" { "error" } else { "warning" }.to_string(),
             format!("{child}.{name}"),
             format!("deleting a row of {parent} silently deletes rows of {kind} table {child} (ON DELETE CASCADE)"),
             format!(
@@ -165,32 +167,54 @@ fn broken_rules() -> Vec<Finding> {
     findings
 }
 
-/// pg_invariants triggers that are disabled or missing on the tables that
-/// need them.
-fn disabled_protections() -> Vec<Finding> {
+/// The triggers each capability needs, per table: (table, trigger,
+/// capability, "missing" or "disabled"), for those that are not enabled.
+pub fn trigger_problems() -> Vec<(String, String, String, String)> {
     rows(
         "WITH needed AS (
-             SELECT DISTINCT tbl, 'invariants_rules' AS tgname FROM invariants.rule_definitions WHERE kind <> 'require_count'
-             UNION SELECT tbl, 'invariants_audit_delete' FROM invariants.audited_tables
-             UNION SELECT tbl, 'invariants_audit_truncate' FROM invariants.audited_tables)
-         SELECT n.tbl::text, n.tgname, CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END
+             SELECT DISTINCT tbl, 'invariants_rules' AS tgname, 'rules' AS capability
+               FROM invariants.rule_definitions WHERE kind <> 'require_count'
+             UNION SELECT tbl, 'invariants_audit_delete', 'audit' FROM invariants.audited_tables
+             UNION SELECT tbl, 'invariants_audit_truncate', 'audit' FROM invariants.audited_tables
+             UNION SELECT tbl, 'invariants_soft_delete', 'soft delete' FROM invariants.soft_delete_tables
+             UNION SELECT tbl, 'invariants_soft_delete_apply', 'soft delete' FROM invariants.soft_delete_tables)
+         SELECT n.tbl::text, n.tgname, n.capability || CASE WHEN EXISTS (SELECT FROM invariants.protected_tables p
+                                                                          WHERE p.tbl = n.tbl AND n.capability = 'audit')
+                                                            THEN ' and guards' ELSE '' END,
+                CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END
            FROM needed n LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = n.tbl AND t.tgname = n.tgname
           WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')
           ORDER BY 1, 2",
     )
     .into_iter()
-    .map(|r| {
-        let (table, trigger, state) = (&r[0], &r[1], &r[2]);
-        let fix = if state == "missing" {
-            if trigger == "invariants_rules" {
-                format!("-- declare the rules of {table} again (invariants.drop_rule, invariants.add_rule)")
-            } else {
-                format!("SELECT invariants.enable_audit({});", quote_literal(table))
-            }
-        } else {
-            format!("ALTER TABLE {table} ENABLE TRIGGER {trigger};")
-        };
-        ("error".to_string(), format!("{table}: trigger {trigger}"), format!("the trigger is {state}, so the protection is off"), fix)
-    })
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()))
     .collect()
+}
+
+/// The SQL that turns a trigger of `trigger_problems` back on.
+pub fn trigger_fix(table: &str, trigger: &str, capability: &str, state: &str) -> String {
+    if state == "disabled" {
+        return format!("ALTER TABLE {table} ENABLE TRIGGER {trigger};");
+    }
+    match capability {
+        "rules" => format!("-- declare the rules of {table} again (invariants.drop_rule, invariants.add_rule)"),
+        "soft delete" => format!("SELECT invariants.enable_soft_delete({});", quote_literal(table)),
+        _ => format!("SELECT invariants.enable_audit({});", quote_literal(table)),
+    }
+}
+
+/// pg_invariants triggers that are disabled or missing on the tables that
+/// need them.
+fn disabled_protections() -> Vec<Finding> {
+    trigger_problems()
+        .into_iter()
+        .map(|(table, trigger, capability, state)| {
+            (
+                "error".to_string(),
+                format!("{table}: trigger {trigger}"),
+                format!("the trigger is {state}, so the {capability} of {table} is off"),
+                trigger_fix(&table, &trigger, &capability, &state),
+            )
+        })
+        .collect()
 }

@@ -236,4 +236,30 @@ mod tests {
         run("INSERT INTO members VALUES (1, 'a@x'); DELETE FROM members; INSERT INTO members VALUES (2, 'a@x')");
         assert_eq!(count("SELECT count(*) FROM members WHERE email = 'a@x'"), 2);
     }
+
+    #[pg_test]
+    fn health_and_lint_cover_soft_delete_tables() {
+        run("CREATE TABLE owners (id int PRIMARY KEY)");
+        run("CREATE TABLE pets (id int PRIMARY KEY, owner_id int CONSTRAINT pets_owner REFERENCES owners ON DELETE CASCADE,
+                                deleted_at timestamptz)");
+        run("SELECT invariants.enable_soft_delete('pets')");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.lint() WHERE object = 'pets.pets_owner' AND problem LIKE '%soft-delete table pets%'"),
+            1
+        );
+        run("ALTER TABLE pets DISABLE TRIGGER invariants_soft_delete");
+        let health = Spi::get_one::<pgrx::JsonB>("SELECT invariants.health()")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(health["soft_delete_mode"], "trigger");
+        let protections = health["protections"].to_string();
+        assert!(
+            protections.contains("soft delete") && protections.contains("disabled"),
+            "{protections}"
+        );
+        assert!(health["recommendations"]
+            .to_string()
+            .contains("ENABLE TRIGGER invariants_soft_delete"));
+    }
 }
