@@ -196,4 +196,29 @@ mod tests {
             2
         );
     }
+
+    #[pg_test]
+    fn partitioned_parents_and_children_and_the_general_form() {
+        run(
+            "CREATE TABLE sess (id int, region text, total int NOT NULL DEFAULT 0, PRIMARY KEY (id, region))
+             PARTITION BY LIST (region)",
+        );
+        run("CREATE TABLE sess_eu PARTITION OF sess FOR VALUES IN ('eu')");
+        run(
+            "CREATE TABLE pros (id int, region text, sess_id int, PRIMARY KEY (id, region),
+                                 FOREIGN KEY (sess_id, region) REFERENCES sess) PARTITION BY LIST (region)",
+        );
+        run("CREATE TABLE pros_eu PARTITION OF pros FOR VALUES IN ('eu')");
+        run(r#"SELECT invariants.add_rule('sess', 'pros_counted', 'require_count',
+                 '{"count_column": "total", "child": "pros", "fk_column": "sess_id, region"}')"#);
+        commit("INSERT INTO sess VALUES (1, 'eu', 1); INSERT INTO pros VALUES (1, 'eu', 1)");
+        let error = commit_check("INSERT INTO sess VALUES (2, 'eu', 2); INSERT INTO pros VALUES (2, 'eu', 2)")
+            .expect("refused");
+        assert_eq!(error.constraint, "pros_counted");
+        assert!(
+            error.detail.contains("Key (id, region)=(2, eu) claims total = 2"),
+            "{error:?}"
+        );
+        assert_eq!(count("SELECT count(*) FROM sess"), 1);
+    }
 }

@@ -98,7 +98,9 @@ pub struct RequireCount {
     pub count_column: String,
     /// The child table, schema-qualified.
     pub child: String,
-    /// The child's columns that reference the parent.
+    /// The child's columns that reference the parent: a list, or (as the
+    /// shorthand's `fk_column`) one name or several separated by commas.
+    #[serde(alias = "fk_column", deserialize_with = "one_or_many")]
     pub fk_columns: Vec<String>,
     /// The parent's columns they reference (its foreign key's target, or its
     /// primary key); filled in when the rule is declared.
@@ -106,6 +108,23 @@ pub struct RequireCount {
     pub parent_columns: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(names) => names
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        OneOrMany::Many(names) => names,
+    })
 }
 
 /// What `invariants.repair` does to a violating row.
