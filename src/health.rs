@@ -92,9 +92,8 @@ fn health() -> JsonB {
         "rows": {"total": total, "violating": violating},
         "rules": Value::Array(rules),
         "protections": Value::Array(protections),
-        // DELETE on a soft-delete table is turned into an UPDATE by triggers,
-        // so clients see DELETE 0 (see the README).
-        "soft_delete_mode": "trigger",
+        // How DELETE on a soft-delete table works in this session (README).
+        "soft_delete_mode": if crate::soft_delete::preload::active() { "preload" } else { "trigger" },
         "recommendations": recommendations,
     }))
 }

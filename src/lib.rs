@@ -38,6 +38,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
     relcache::register_invalidation_callback();
     xact::register_callbacks();
+    soft_delete::preload::install_if_preloading();
 }
 
 /// Required by `cargo pgrx test`.

@@ -177,7 +177,8 @@ pub fn trigger_problems() -> Vec<(String, String, String, String)> {
              UNION SELECT tbl, 'invariants_audit_delete', 'audit' FROM invariants.audited_tables
              UNION SELECT tbl, 'invariants_audit_truncate', 'audit' FROM invariants.audited_tables
              UNION SELECT tbl, 'invariants_soft_delete', 'soft delete' FROM invariants.soft_delete_tables
-             UNION SELECT tbl, 'invariants_soft_delete_apply', 'soft delete' FROM invariants.soft_delete_tables)
+             UNION SELECT tbl, 'invariants_soft_delete_apply', 'soft delete' FROM invariants.soft_delete_tables
+             UNION SELECT tbl, 'invariants_soft_delete_cascade', 'soft delete' FROM invariants.soft_delete_tables)
          SELECT n.tbl::text, n.tgname, n.capability || CASE WHEN EXISTS (SELECT FROM invariants.protected_tables p
                                                                           WHERE p.tbl = n.tbl AND n.capability = 'audit')
                                                             THEN ' and guards' ELSE '' END,

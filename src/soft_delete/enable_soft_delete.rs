@@ -5,7 +5,7 @@ use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
 use super::cascade_keys;
-use super::soft_delete::{APPLY_TRIGGER, ROW_TRIGGER};
+use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, ROW_TRIGGER};
 use crate::catalog::{has_trigger, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::guards::guard_drop::drop_own_trigger;
@@ -62,7 +62,7 @@ fn enable_soft_delete(
         });
         for relid in partition_tree(t.oid) {
             if let Some(target) = Table::lookup(relid) {
-                install_triggers(&target);
+                install_triggers(&target, column);
             }
         }
     }
@@ -102,7 +102,7 @@ fn check_column(table: &Table, column: &str, parent: Option<&Table>) {
     }
 }
 
-fn install_triggers(table: &Table) {
+fn install_triggers(table: &Table, column: &str) {
     if !has_trigger(table.oid, ROW_TRIGGER) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} BEFORE DELETE ON {} FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
@@ -114,6 +114,14 @@ fn install_triggers(table: &Table) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.soft_delete_apply()",
             quote_ident(APPLY_TRIGGER),
+            table.qualified()
+        )));
+    }
+    if !has_trigger(table.oid, CASCADE_TRIGGER) {
+        spi(Spi::run(&format!(
+            "CREATE TRIGGER {} AFTER UPDATE OF {} ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.soft_delete_cascade()",
+            quote_ident(CASCADE_TRIGGER),
+            quote_ident(column),
             table.qualified()
         )));
     }
@@ -135,6 +143,7 @@ fn disable_soft_delete(tbl: Option<Regclass>) {
         if let Some(target) = Table::lookup(relid) {
             drop_own_trigger(&target, ROW_TRIGGER);
             drop_own_trigger(&target, APPLY_TRIGGER);
+            drop_own_trigger(&target, CASCADE_TRIGGER);
         }
     }
 }

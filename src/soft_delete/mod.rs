@@ -7,8 +7,11 @@
 //!   DELETE, per row: notes the row, keeps it) and
 //!   `invariants.soft_delete_apply()` (AFTER DELETE, per statement: one
 //!   UPDATE for the noted rows, then their cascade children);
+//! - `preload.rs`: with the library preloaded, DELETE becomes the UPDATE
+//!   itself, so clients see `DELETE n` and RETURNING;
 //! - `purge.rs`: `purge`; `undelete.rs`: `undelete`.
 pub mod enable_soft_delete;
+pub mod preload;
 pub mod purge;
 pub mod soft_delete;
 pub mod undelete;

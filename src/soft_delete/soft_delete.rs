@@ -24,6 +24,7 @@ use crate::tuple::ColumnReader;
 
 pub const ROW_TRIGGER: &str = "invariants_soft_delete";
 pub const APPLY_TRIGGER: &str = "invariants_soft_delete_apply";
+pub const CASCADE_TRIGGER: &str = "invariants_soft_delete_cascade";
 
 pgrx::extension_sql!(
     r#"
@@ -31,6 +32,8 @@ CREATE FUNCTION invariants.soft_delete_row() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_row';
 CREATE FUNCTION invariants.soft_delete_apply() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_apply';
+CREATE FUNCTION invariants.soft_delete_cascade() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_cascade';
 "#,
     name = "soft_delete_triggers",
     requires = ["schema"]
@@ -38,6 +41,7 @@ CREATE FUNCTION invariants.soft_delete_apply() RETURNS trigger
 
 crate::trigger_function!(soft_delete_row, pg_finfo_soft_delete_row, row_body);
 crate::trigger_function!(soft_delete_apply, pg_finfo_soft_delete_apply, apply_body);
+crate::trigger_function!(soft_delete_cascade, pg_finfo_soft_delete_cascade, cascade_body);
 
 /// A row kept by the row trigger, waiting for the statement's UPDATE.
 struct Pending {
@@ -50,6 +54,10 @@ thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     // Relations `purge` is deleting from: their rows really go.
     static PURGING: RefCell<Vec<Oid>> = const { RefCell::new(Vec::new()) };
+    // Set while `cascade` walks the tree: the UPDATEs it runs fire the
+    // cascade trigger again, which has nothing to add (and statement
+    // triggers fire even for no row).
+    static CASCADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 pub fn forget_subxact(subxact: SubTransactionId) {
@@ -156,7 +164,22 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
             table.qualified(),
             col = quote_ident(&column)
         );
+        // Its AFTER UPDATE trigger soft-deletes the cascade children.
         as_table_owner(rel, || spi(Spi::run_with_args(&sql, &[ctids.into()])));
+    }
+    Ok(Datum::from(0))
+}
+
+/// `invariants.soft_delete_cascade()`: AFTER UPDATE OF <column> FOR EACH
+/// STATEMENT. Whatever set the column (a DELETE turned into an UPDATE by
+/// either path, or an UPDATE written by hand), rows soft-deleted now take
+/// their cascade children with them.
+fn cascade_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    // SAFETY: fcinfo is the one Postgres passed to this C function.
+    let trigger = unsafe { trigger_data(fcinfo)? };
+    // SAFETY: the trigger manager passes an open relation.
+    let relid = unsafe { (*trigger.tg_relation).rd_id };
+    if let (Some(table), Some(column)) = (Table::lookup(relid), soft_delete_column(relid)) {
         cascade(&table, &column);
     }
     Ok(Datum::from(0))
@@ -219,6 +242,16 @@ fn cascade(table: &Table, column: &str) {
     if cascades != Some(true) {
         return;
     }
+    if CASCADING.with(|c| c.replace(true)) {
+        return;
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            CASCADING.with(|c| c.set(false));
+        }
+    }
+    let _done = Done;
     let mut queue = vec![(table.clone(), column.to_string())];
     while let Some((parent, parent_column)) = queue.pop() {
         for key in cascade_keys(parent.oid, true) {

@@ -1,0 +1,171 @@
+//! Soft delete that clients see as a delete, when the library is in
+//! `shared_preload_libraries`.
+//!
+//! A planner hook turns `DELETE FROM t WHERE ...` on a soft-delete table
+//! into `UPDATE t SET deleted_at = now() WHERE ... AND deleted_at IS NULL`
+//! before it is planned, wherever the DELETE comes from: a client, a CTE, a
+//! view over the table (the rewriter has expanded it by then), a prepared
+//! statement or PL/pgSQL. Postgres names the command tag after the statement
+//! the client sent, so it reports `DELETE n` with n the rows soft-deleted,
+//! and RETURNING returns them as they are after the soft delete. Rows
+//! already soft-deleted are not counted again. The DELETE privilege (and
+//! DELETE policies) still decide who may do it.
+//!
+//! Left to the trigger path: deletes run by Postgres' foreign-key actions
+//! (ON DELETE CASCADE of a table that is not a soft-delete table, refused
+//! there), and `purge`, which really deletes.
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+use super::soft_delete::purging;
+use super::soft_delete_column;
+use crate::catalog::spi;
+use crate::relcache;
+
+static mut PREVIOUS_PLANNER: pg_sys::planner_hook_type = None;
+static mut INSTALLED: bool = false;
+
+/// True when the hook is active in this backend (the library was preloaded).
+pub fn active() -> bool {
+    // SAFETY: written once, in _PG_init, before any query runs.
+    unsafe { INSTALLED }
+}
+
+/// Installs the hook when the library is being preloaded; loaded later, in
+/// one session, it would change how DELETE behaves halfway through it.
+pub fn install_if_preloading() {
+    // SAFETY: _PG_init runs single-threaded, before any query; the previous
+    // hook is kept and called.
+    unsafe {
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+        PREVIOUS_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(soft_delete_planner);
+        INSTALLED = true;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn soft_delete_planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: the planner passes a valid query tree, which it may change.
+    unsafe {
+        convert_deletes(parse);
+        match PREVIOUS_PLANNER {
+            // Another extension's hook: called through pgrx's guard, which
+            // turns an ERROR it raises into one this hook passes on.
+            #[allow(ffi_unwind_calls)]
+            Some(previous) => {
+                pg_sys::ffi::pg_guard_ffi_boundary(|| previous(parse, query_string, cursor_options, bound_params))
+            }
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        }
+    }
+}
+
+/// The soft-delete column of a relation, as its attribute number and name;
+/// cached per relation (None for every other table).
+struct Target(Option<(i16, String)>);
+
+fn target(relid: Oid) -> std::rc::Rc<Target> {
+    relcache::get_or_build(relid, || {
+        let installed = spi(Spi::get_one::<bool>(
+            "SELECT pg_catalog.to_regclass('invariants.soft_delete_tables') IS NOT NULL",
+        )) == Some(true);
+        let column = if installed { soft_delete_column(relid) } else { None };
+        Target(column.and_then(|name| {
+            crate::catalog::columns(relid)
+                .into_iter()
+                .find(|c| c.name == name)
+                .map(|c| (c.attnum, c.name))
+        }))
+    })
+}
+
+/// Converts the DELETEs of `query` and of its WITH queries.
+///
+/// # Safety
+/// `query` must be a valid, rewritten query tree.
+unsafe fn convert_deletes(query: *mut pg_sys::Query) {
+    // SAFETY: per the contract; lists hold the node types named.
+    unsafe {
+        let q = &mut *query;
+        for cte in PgList::<pg_sys::CommonTableExpr>::from_pg(q.cteList).iter_ptr() {
+            let inner = (*cte).ctequery;
+            if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
+                convert_deletes(inner.cast());
+            }
+        }
+        if q.commandType != pg_sys::CmdType::CMD_DELETE || q.resultRelation <= 0 {
+            return;
+        }
+        // Foreign-key actions run with this flag: they stay real deletes.
+        if pg_sys::InNoForceRLSOperation() {
+            return;
+        }
+        let Some(rte) = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(q.resultRelation as usize - 1)
+        else {
+            return;
+        };
+        let relid = (*rte).relid;
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || purging(relid) {
+            return;
+        }
+        let target = target(relid);
+        let Some((attnum, name)) = &target.0 else { return };
+        soft_delete_instead(q, rte, *attnum, name);
+    }
+}
+
+/// Rewrites the DELETE `q` into `UPDATE ... SET <column> = now() WHERE ...
+/// AND <column> IS NULL`.
+///
+/// # Safety
+/// `q` must be a DELETE query tree whose result relation is `rte`.
+unsafe fn soft_delete_instead(q: &mut pg_sys::Query, rte: *mut pg_sys::RangeTblEntry, attnum: i16, name: &str) {
+    // SAFETY: builds planner nodes in the current memory context, as the
+    // parser would for the same UPDATE.
+    unsafe {
+        let now = pg_sys::makeFuncExpr(
+            pg_sys::Oid::from(pg_sys::F_NOW),
+            pg_sys::TIMESTAMPTZOID,
+            std::ptr::null_mut(),
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        let column_name = pg_sys::pstrdup(std::ffi::CString::new(name).unwrap_or_default().as_ptr());
+        let assignment = pg_sys::makeTargetEntry(now.cast(), attnum, column_name, false);
+        q.targetList = pg_sys::lappend(q.targetList, assignment.cast());
+
+        let column = pg_sys::makeVar(
+            q.resultRelation,
+            attnum,
+            pg_sys::TIMESTAMPTZOID,
+            -1,
+            pg_sys::InvalidOid,
+            0,
+        );
+        let is_null = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
+        (*is_null).xpr.type_ = pg_sys::NodeTag::T_NullTest;
+        (*is_null).arg = column.cast();
+        (*is_null).nulltesttype = pg_sys::NullTestType::IS_NULL;
+        (*is_null).location = -1;
+        let jointree = &mut *q.jointree;
+        jointree.quals = pg_sys::make_and_qual(jointree.quals, is_null.cast());
+
+        // UPDATE OF <column> triggers see the column as updated; permissions
+        // stay those of a DELETE.
+        (*rte).updatedCols = pg_sys::bms_add_member(
+            (*rte).updatedCols,
+            attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+        );
+        q.commandType = pg_sys::CmdType::CMD_UPDATE;
+    }
+}
