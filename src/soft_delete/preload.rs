@@ -5,11 +5,12 @@
 //! into `UPDATE t SET deleted_at = now() WHERE ... AND deleted_at IS NULL`
 //! before it is planned, wherever the DELETE comes from: a client, a CTE, a
 //! view over the table (the rewriter has expanded it by then), a prepared
-//! statement or PL/pgSQL. Postgres names the command tag after the statement
-//! the client sent, so it reports `DELETE n` with n the rows soft-deleted,
-//! and RETURNING returns them as they are after the soft delete. Rows
-//! already soft-deleted are not counted again. The DELETE privilege (and
-//! DELETE policies) still decide who may do it.
+//! statement or PL/pgSQL. The planned statement keeps the command type
+//! DELETE (its ModifyTable node does the UPDATE), which is what names the
+//! command tag and SPI's result: clients see `DELETE n` with n the rows
+//! soft-deleted, and RETURNING returns them as they are after the soft
+//! delete. Rows already soft-deleted are not counted again. The DELETE
+//! privilege (and DELETE policies) still decide who may do it.
 //!
 //! Left to the trigger path: deletes run by Postgres' foreign-key actions
 //! (ON DELETE CASCADE of a table that is not a soft-delete table, refused
@@ -54,10 +55,11 @@ unsafe extern "C-unwind" fn soft_delete_planner(
     cursor_options: std::ffi::c_int,
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: the planner passes a valid query tree, which it may change.
+    // SAFETY: the planner passes a valid query tree, which it may change,
+    // and gets back a valid planned statement.
     unsafe {
-        convert_deletes(parse);
-        match PREVIOUS_PLANNER {
+        let converted = convert_deletes(parse);
+        let planned = match PREVIOUS_PLANNER {
             // Another extension's hook: called through pgrx's guard, which
             // turns an ERROR it raises into one this hook passes on.
             #[allow(ffi_unwind_calls)]
@@ -65,7 +67,11 @@ unsafe extern "C-unwind" fn soft_delete_planner(
                 pg_sys::ffi::pg_guard_ffi_boundary(|| previous(parse, query_string, cursor_options, bound_params))
             }
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        if converted && !planned.is_null() {
+            (*planned).commandType = pg_sys::CmdType::CMD_DELETE;
         }
+        planned
     }
 }
 
@@ -88,38 +94,41 @@ fn target(relid: Oid) -> std::rc::Rc<Target> {
     })
 }
 
-/// Converts the DELETEs of `query` and of its WITH queries.
+/// Converts the DELETEs of `query` and of its WITH queries; true when
+/// `query` itself was one.
 ///
 /// # Safety
 /// `query` must be a valid, rewritten query tree.
-unsafe fn convert_deletes(query: *mut pg_sys::Query) {
+unsafe fn convert_deletes(query: *mut pg_sys::Query) -> bool {
     // SAFETY: per the contract; lists hold the node types named.
     unsafe {
         let q = &mut *query;
         for cte in PgList::<pg_sys::CommonTableExpr>::from_pg(q.cteList).iter_ptr() {
             let inner = (*cte).ctequery;
             if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
+                // A WITH query's own tag is never reported.
                 convert_deletes(inner.cast());
             }
         }
         if q.commandType != pg_sys::CmdType::CMD_DELETE || q.resultRelation <= 0 {
-            return;
+            return false;
         }
         // Foreign-key actions run with this flag: they stay real deletes.
         if pg_sys::InNoForceRLSOperation() {
-            return;
+            return false;
         }
         let Some(rte) = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(q.resultRelation as usize - 1)
         else {
-            return;
+            return false;
         };
         let relid = (*rte).relid;
         if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION || purging(relid) {
-            return;
+            return false;
         }
         let target = target(relid);
-        let Some((attnum, name)) = &target.0 else { return };
+        let Some((attnum, name)) = &target.0 else { return false };
         soft_delete_instead(q, rte, *attnum, name);
+        true
     }
 }
 
