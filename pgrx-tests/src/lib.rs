@@ -1,6 +1,7 @@
-//! Fixture for the client-side tests. `scripts/test` starts a cluster with
-//! the freshly installed extension and passes its address in `PGI_HOST`,
-//! `PGI_PORT` and the server's binaries directory in `PGI_BIN`.
+//! Fixture for the client-side tests. `scripts/test` starts two clusters
+//! with the freshly installed extension: one plain (`PGI_PORT`) and one with
+//! the library in shared_preload_libraries (`PGI_PRELOAD_PORT`), on host
+//! `PGI_HOST`, and passes the server's binaries directory in `PGI_BIN`.
 use postgres::{Client, NoTls};
 
 pub fn host() -> String {
