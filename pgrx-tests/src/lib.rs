@@ -15,19 +15,30 @@ pub fn port() -> u16 {
         .unwrap_or(28916)
 }
 
+pub fn preload_port() -> u16 {
+    std::env::var("PGI_PRELOAD_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(28919)
+}
+
 pub fn bin(tool: &str) -> String {
     let dir = std::env::var("PGI_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
     format!("{dir}/{tool}")
 }
 
-/// Connects to `db` as `user`.
-pub fn connect_as(db: &str, user: &str) -> Client {
+/// Connects to `db` on the cluster at `port` as `user`.
+pub fn connect_on(port: u16, db: &str, user: &str) -> Client {
     let config = format!(
-        "host={} port={} user={user} dbname={db} application_name=pgi_tests",
-        host(),
-        port()
+        "host={} port={port} user={user} dbname={db} application_name=pgi_tests",
+        host()
     );
-    Client::connect(&config, NoTls).unwrap_or_else(|e| panic!("connect to {db} as {user}: {e}"))
+    Client::connect(&config, NoTls).unwrap_or_else(|e| panic!("connect to {db} on {port} as {user}: {e}"))
+}
+
+/// Connects to `db` on the plain cluster as `user`.
+pub fn connect_as(db: &str, user: &str) -> Client {
+    connect_on(port(), db, user)
 }
 
 pub fn connect(db: &str) -> Client {
@@ -37,6 +48,7 @@ pub fn connect(db: &str) -> Client {
 /// A database made afresh for one test, with the extension created.
 pub struct TestDb {
     pub name: String,
+    pub port: u16,
 }
 
 impl TestDb {
@@ -44,13 +56,25 @@ impl TestDb {
         Self::without_extension(name).with_extension()
     }
 
+    /// The same on the cluster that preloads the library.
+    pub fn preloaded(name: &str) -> TestDb {
+        Self::create(name, preload_port()).with_extension()
+    }
+
     pub fn without_extension(name: &str) -> TestDb {
-        let mut admin = connect("postgres");
+        Self::create(name, port())
+    }
+
+    fn create(name: &str, port: u16) -> TestDb {
+        let mut admin = connect_on(port, "postgres", "postgres");
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .unwrap();
         admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        TestDb { name: name.to_string() }
+        TestDb {
+            name: name.to_string(),
+            port,
+        }
     }
 
     fn with_extension(self) -> TestDb {
@@ -59,15 +83,16 @@ impl TestDb {
     }
 
     pub fn client(&self) -> Client {
-        connect(&self.name)
+        connect_on(self.port, &self.name, "postgres")
     }
 
     pub fn client_as(&self, user: &str) -> Client {
-        connect_as(&self.name, user)
+        connect_on(self.port, &self.name, user)
     }
 }
 
-/// Creates a login role afresh (roles are shared by every database).
+/// Creates a login role afresh on the plain cluster (roles are shared by
+/// every database of a cluster).
 pub fn fresh_role(name: &str) {
     let mut admin = connect("postgres");
     let exists: bool = admin

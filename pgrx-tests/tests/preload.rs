@@ -121,8 +121,14 @@ fn other_tables_and_hard_cascades_are_unchanged_by_preloading() {
     assert_eq!(err.code().map(|c| c.code()), Some("23503"));
     assert_eq!(one(&mut c, "SELECT count(*) FROM notes"), 1);
     // purge still really deletes.
-    c.batch_execute("UPDATE users SET deleted_at = now() - interval '90 days' WHERE id = 10")
-        .unwrap();
-    assert_eq!(one(&mut c, "SELECT invariants.purge('users', '30 days')"), 1);
-    assert_eq!(one(&mut c, "SELECT count(*) FROM users"), 9);
+    c.batch_execute(
+        "CREATE TABLE logs (id int PRIMARY KEY, deleted_at timestamptz);
+         INSERT INTO logs SELECT generate_series(1, 3);
+         SELECT invariants.enable_soft_delete('logs');
+         DELETE FROM logs WHERE id = 1;
+         UPDATE logs SET deleted_at = now() - interval '90 days' WHERE id = 1;",
+    )
+    .unwrap();
+    assert_eq!(one(&mut c, "SELECT invariants.purge('logs', '30 days')"), 1);
+    assert_eq!(one(&mut c, "SELECT count(*) FROM logs"), 2);
 }
