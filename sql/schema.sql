@@ -61,6 +61,10 @@ CREATE TABLE invariants.soft_delete_tables (
     tbl         regclass    PRIMARY KEY,
     column_name text        NOT NULL,
     "cascade"   boolean     NOT NULL,
+    -- soft-deleted rows hidden from roles other than the owner, by a
+    -- row-level security policy; rls_added: RLS was switched on for it
+    hide        boolean     NOT NULL DEFAULT false,
+    rls_added   boolean     NOT NULL DEFAULT false,
     enabled_at  timestamptz NOT NULL DEFAULT now(),
     enabled_by  text        NOT NULL DEFAULT current_user
 );

@@ -13,13 +13,15 @@ use crate::privilege::as_extension_owner;
 
 /// Makes DELETE on `tbl` set `column` to now() instead. With `cascade`, the
 /// tables that reference it through ON DELETE CASCADE (at any depth) become
-/// soft-delete tables too, and are soft-deleted with it. Calling it again is
-/// harmless.
+/// soft-delete tables too, and are soft-deleted with it. With `hide`,
+/// soft-deleted rows are invisible to every role but the owner (see
+/// `hide_deleted_rows`). Calling it again is harmless.
 #[pg_extern(schema = "invariants")]
 fn enable_soft_delete(
     tbl: Option<Regclass>,
     column: default!(Option<&str>, "'deleted_at'"),
     cascade: default!(Option<bool>, "true"),
+    hide: default!(Option<bool>, "false"),
 ) {
     let table = table_arg(tbl, "tbl");
     let Some(column) = column else {
@@ -30,6 +32,9 @@ fn enable_soft_delete(
             Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             "argument cascade must not be NULL",
         )
+    };
+    let Some(hide) = hide else {
+        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument hide must not be NULL")
     };
     // Validate the whole cascade first, so nothing changes on an error.
     let mut tables = vec![(table.clone(), None::<Table>)];
@@ -52,12 +57,24 @@ fn enable_soft_delete(
         }
     }
     for (t, _) in &tables {
+        let rls_added = if hide {
+            hide_deleted_rows(t, column)
+        } else {
+            unhide_deleted_rows(t)
+        };
         as_extension_owner(|| {
             spi(Spi::run_with_args(
-                "INSERT INTO invariants.soft_delete_tables (tbl, column_name, \"cascade\", enabled_by)
-                 VALUES ($1, $2, $3, session_user)
-                 ON CONFLICT (tbl) DO UPDATE SET column_name = EXCLUDED.column_name, \"cascade\" = EXCLUDED.\"cascade\"",
-                &[Regclass(t.oid).into(), column.into(), cascade.into()],
+                "INSERT INTO invariants.soft_delete_tables (tbl, column_name, \"cascade\", hide, rls_added, enabled_by)
+                 VALUES ($1, $2, $3, $4, $5, session_user)
+                 ON CONFLICT (tbl) DO UPDATE SET column_name = EXCLUDED.column_name, \"cascade\" = EXCLUDED.\"cascade\",
+                                                 hide = EXCLUDED.hide, rls_added = EXCLUDED.rls_added",
+                &[
+                    Regclass(t.oid).into(),
+                    column.into(),
+                    cascade.into(),
+                    hide.into(),
+                    rls_added.into(),
+                ],
             ))
         });
         for relid in partition_tree(t.oid) {
@@ -102,6 +119,80 @@ fn check_column(table: &Table, column: &str, parent: Option<&Table>) {
     }
 }
 
+const HIDE_POLICY: &str = "invariants_hide_deleted";
+const ALLOW_POLICY: &str = "invariants_soft_delete_allow";
+
+fn has_policy(table: &Table, name: &str) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy WHERE polrelid = $1 AND polname = $2)",
+        &[table.oid.into(), name.into()],
+    )) == Some(true)
+}
+
+/// Hides soft-deleted rows from every role but the owner (and superusers
+/// and BYPASSRLS roles): a restrictive row-level security policy lets other
+/// roles read only rows whose `column` is NULL. If the table had no RLS, it
+/// is switched on with a permissive policy that keeps every other access as
+/// it was; otherwise the restrictive policy narrows the table's own
+/// policies. Returns whether RLS was switched on here.
+fn hide_deleted_rows(table: &Table, column: &str) -> bool {
+    let rls_on = spi(Spi::get_one_with_args::<bool>(
+        "SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
+        &[table.oid.into()],
+    )) == Some(true);
+    let previously_added = spi(Spi::get_one_with_args::<bool>(
+        "SELECT coalesce((SELECT rls_added FROM invariants.soft_delete_tables WHERE tbl = $1), false)",
+        &[Regclass(table.oid).into()],
+    )) == Some(true);
+    if !has_policy(table, HIDE_POLICY) {
+        spi(Spi::run(&format!(
+            "CREATE POLICY {} ON {} AS RESTRICTIVE FOR SELECT USING ({} IS NULL)",
+            quote_ident(HIDE_POLICY),
+            table.qualified(),
+            quote_ident(column)
+        )));
+    }
+    if rls_on {
+        return previously_added;
+    }
+    if !has_policy(table, ALLOW_POLICY) {
+        spi(Spi::run(&format!(
+            "CREATE POLICY {} ON {} USING (true) WITH CHECK (true)",
+            quote_ident(ALLOW_POLICY),
+            table.qualified()
+        )));
+    }
+    spi(Spi::run(&format!(
+        "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
+        table.qualified()
+    )));
+    true
+}
+
+/// Undoes `hide_deleted_rows`; returns false (RLS no longer added here).
+fn unhide_deleted_rows(table: &Table) -> bool {
+    let rls_added = spi(Spi::get_one_with_args::<bool>(
+        "SELECT coalesce((SELECT rls_added FROM invariants.soft_delete_tables WHERE tbl = $1), false)",
+        &[Regclass(table.oid).into()],
+    )) == Some(true);
+    for policy in [HIDE_POLICY, ALLOW_POLICY] {
+        if has_policy(table, policy) {
+            spi(Spi::run(&format!(
+                "DROP POLICY {} ON {}",
+                quote_ident(policy),
+                table.qualified()
+            )));
+        }
+    }
+    if rls_added {
+        spi(Spi::run(&format!(
+            "ALTER TABLE {} DISABLE ROW LEVEL SECURITY",
+            table.qualified()
+        )));
+    }
+    false
+}
+
 fn install_triggers(table: &Table, column: &str) {
     if !has_trigger(table.oid, ROW_TRIGGER) {
         spi(Spi::run(&format!(
@@ -133,6 +224,7 @@ fn install_triggers(table: &Table, column: &str) {
 #[pg_extern(schema = "invariants")]
 fn disable_soft_delete(tbl: Option<Regclass>) {
     let table = table_arg(tbl, "tbl");
+    unhide_deleted_rows(&table);
     as_extension_owner(|| {
         spi(Spi::run_with_args(
             "DELETE FROM invariants.soft_delete_tables WHERE tbl = $1",

@@ -262,4 +262,40 @@ mod tests {
             .to_string()
             .contains("ENABLE TRIGGER invariants_soft_delete"));
     }
+
+    #[pg_test]
+    fn hide_makes_deleted_rows_invisible_to_application_roles_only() {
+        run("CREATE TABLE docs (id int PRIMARY KEY, deleted_at timestamptz)");
+        run("INSERT INTO docs SELECT generate_series(1, 3)");
+        run("SELECT invariants.enable_soft_delete('docs', hide => true)");
+        run("CREATE ROLE docs_app; GRANT SELECT, INSERT, UPDATE, DELETE ON docs TO docs_app");
+        run("DELETE FROM docs WHERE id = 1");
+        run("SET LOCAL ROLE docs_app");
+        assert_eq!(count("SELECT count(*) FROM docs"), 2);
+        run("DELETE FROM docs WHERE id = 2");
+        assert_eq!(count("SELECT count(*) FROM docs"), 1);
+        run("INSERT INTO docs VALUES (4)");
+        assert_eq!(count("SELECT count(*) FROM docs"), 2);
+        run("RESET ROLE");
+        // The owner (here a superuser) sees every row, and undelete reaches them.
+        assert_eq!(count("SELECT count(*) FROM docs"), 4);
+        assert_eq!(count("SELECT invariants.undelete('docs', now())"), 2);
+        run("SET LOCAL ROLE docs_app");
+        assert_eq!(count("SELECT count(*) FROM docs"), 4);
+        run("RESET ROLE");
+        // Switching hiding off removes the policies and the RLS it added.
+        run("SELECT invariants.enable_soft_delete('docs', hide => false)");
+        assert_eq!(
+            count("SELECT count(*) FROM pg_policy WHERE polrelid = 'docs'::regclass"),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM pg_class WHERE oid = 'docs'::regclass AND relrowsecurity"),
+            0
+        );
+        assert_eq!(
+            sqlstate_of("SELECT invariants.enable_soft_delete('docs', hide => NULL)"),
+            "22004"
+        );
+    }
 }
