@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 
 use super::cascade_keys;
 use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, ROW_TRIGGER};
-use crate::catalog::{has_trigger, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
+use crate::catalog::{has_trigger, invalidate, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::guards::guard_drop::drop_own_trigger;
 use crate::privilege::as_extension_owner;
@@ -82,7 +82,17 @@ fn enable_soft_delete(
                 install_triggers(&target, column);
             }
         }
+        forget_parents(t);
     }
+}
+
+/// Parents cache how they cascade into their children: make every backend
+/// read it again.
+fn forget_parents(table: &Table) {
+    for key in cascade_keys(table.oid, false) {
+        invalidate(key.parent.oid);
+    }
+    invalidate(table.oid);
 }
 
 fn check_column(table: &Table, column: &str, parent: Option<&Table>) {
@@ -225,6 +235,7 @@ fn install_triggers(table: &Table, column: &str) {
 fn disable_soft_delete(tbl: Option<Regclass>) {
     let table = table_arg(tbl, "tbl");
     unhide_deleted_rows(&table);
+    forget_parents(&table);
     as_extension_owner(|| {
         spi(Spi::run_with_args(
             "DELETE FROM invariants.soft_delete_tables WHERE tbl = $1",

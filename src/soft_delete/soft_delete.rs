@@ -179,10 +179,56 @@ fn cascade_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantErro
     let trigger = unsafe { trigger_data(fcinfo)? };
     // SAFETY: the trigger manager passes an open relation.
     let relid = unsafe { (*trigger.tg_relation).rd_id };
-    if let (Some(table), Some(column)) = (Table::lookup(relid), soft_delete_column(relid)) {
-        cascade(&table, &column);
-    }
+    cascade(relid);
     Ok(Datum::from(0))
+}
+
+/// One step of a cascade: the soft-delete children of a relation, each with
+/// the UPDATE that soft-deletes the children of its rows deleted now.
+struct CascadeStep {
+    child: Oid,
+    sql: String,
+}
+
+/// The cascade steps from one relation; empty when it is not a soft-delete
+/// table that cascades, or has no soft-delete children. Cached per relation
+/// (enabling or disabling soft delete invalidates the parents too).
+struct CascadePlan(Vec<CascadeStep>);
+
+fn cascade_plan(relid: Oid) -> std::rc::Rc<CascadePlan> {
+    relcache::get_or_build(relid, || {
+        let cascades = spi(Spi::get_one_with_args::<bool>(
+            "SELECT bool_or(\"cascade\") FROM invariants.soft_delete_tables WHERE tbl::oid = ANY ($1)",
+            &[crate::catalog::self_and_ancestors(relid).into()],
+        ));
+        let Some(parent_column) = soft_delete_column(relid).filter(|_| cascades == Some(true)) else {
+            return CascadePlan(Vec::new());
+        };
+        let steps = cascade_keys(relid, true)
+            .into_iter()
+            .filter_map(|key| {
+                let child_column = soft_delete_column(key.child.oid)?;
+                let sql = format!(
+                    "WITH done AS (
+                         UPDATE {child} c SET {cc} = pg_catalog.now()
+                          WHERE c.{cc} IS NULL
+                            AND EXISTS (SELECT FROM {parent} p WHERE {join} AND p.{pc} = pg_catalog.now())
+                      RETURNING 1)
+                     SELECT count(*) FROM done",
+                    child = key.child.qualified(),
+                    parent = key.parent.qualified(),
+                    join = key.join(),
+                    cc = quote_ident(&child_column),
+                    pc = quote_ident(&parent_column),
+                );
+                Some(CascadeStep {
+                    child: key.child.oid,
+                    sql,
+                })
+            })
+            .collect();
+        CascadePlan(steps)
+    })
 }
 
 /// Fails when the kept rows are children whose ON DELETE CASCADE parent is
@@ -232,17 +278,10 @@ fn refuse_hard_cascade(table: &Table, ctids: &[pg_sys::ItemPointerData]) -> Resu
 }
 
 /// Soft-deletes, with the same timestamp, the rows that reference rows of
-/// `table` soft-deleted in this transaction through ON DELETE CASCADE, and
+/// `relid` soft-deleted in this transaction through ON DELETE CASCADE, and
 /// so on down (a self-referencing table until nothing changes).
-fn cascade(table: &Table, column: &str) {
-    let cascades = spi(Spi::get_one_with_args::<bool>(
-        "SELECT bool_or(\"cascade\") FROM invariants.soft_delete_tables WHERE tbl::oid = ANY ($1)",
-        &[crate::catalog::self_and_ancestors(table.oid).into()],
-    ));
-    if cascades != Some(true) {
-        return;
-    }
-    if CASCADING.with(|c| c.replace(true)) {
+fn cascade(relid: Oid) {
+    if cascade_plan(relid).0.is_empty() || CASCADING.with(|c| c.replace(true)) {
         return;
     }
     struct Done;
@@ -252,28 +291,13 @@ fn cascade(table: &Table, column: &str) {
         }
     }
     let _done = Done;
-    let mut queue = vec![(table.clone(), column.to_string())];
-    while let Some((parent, parent_column)) = queue.pop() {
-        for key in cascade_keys(parent.oid, true) {
-            let Some(child_column) = soft_delete_column(key.child.oid) else {
-                continue;
-            };
-            let sql = format!(
-                "WITH done AS (
-                     UPDATE {child} c SET {cc} = pg_catalog.now()
-                      WHERE c.{cc} IS NULL
-                        AND EXISTS (SELECT FROM {parent} p WHERE {join} AND p.{pc} = pg_catalog.now())
-                  RETURNING 1)
-                 SELECT count(*) FROM done",
-                child = key.child.qualified(),
-                parent = key.parent.qualified(),
-                join = key.join(),
-                cc = quote_ident(&child_column),
-                pc = quote_ident(&parent_column),
-            );
-            let changed = as_table_owner(key.child.oid, || spi(Spi::get_one::<i64>(&sql))).unwrap_or(0);
+    let mut queue = vec![relid];
+    while let Some(parent) = queue.pop() {
+        let plan = cascade_plan(parent);
+        for step in &plan.0 {
+            let changed = as_table_owner(step.child, || spi(Spi::get_one::<i64>(&step.sql))).unwrap_or(0);
             if changed > 0 {
-                queue.push((key.child.clone(), child_column));
+                queue.push(step.child);
             }
         }
     }
