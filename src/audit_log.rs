@@ -99,7 +99,7 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
 
 /// Copies every row of `source` (a FROM item aliased `o`) to the log as an
 /// `op` entry of `table`, in one statement run as the extension's owner.
-/// `source` may use `$6` onwards, bound to `args`. Inside a trigger pass its
+/// `source` may use `$7` onwards, bound to `args`. Inside a trigger pass its
 /// data, so that a transition table can be named in `source`.
 pub fn capture(
     op: &str,
@@ -122,8 +122,8 @@ pub fn capture_at_depth(
     trigger: Option<*mut pg_sys::TriggerData>,
 ) -> usize {
     let sql = format!(
-        "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement, trigger_depth)
-         SELECT $1, $2, $3, $4, pg_catalog.to_jsonb(o), $5, {depth} FROM {source}"
+        "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement, trigger_depth, db_user)
+         SELECT $1, $2, $3, $4, pg_catalog.to_jsonb(o), $5, {depth}, $6 FROM {source}"
     );
     let statement: Option<String> = if crate::guc::AUDIT_STATEMENT.get() {
         spi(Spi::get_one::<String>("SELECT pg_catalog.current_query()"))
@@ -136,6 +136,8 @@ pub fn capture_at_depth(
         table.schema.clone().into(),
         table.name.clone().into(),
         statement.into(),
+        // Read before switching to the extension's owner.
+        spi(Spi::get_one::<String>("SELECT current_user::text")).into(),
     ];
     all_args.extend(args);
     as_extension_owner(|| {
@@ -150,10 +152,67 @@ pub fn capture_at_depth(
     })
 }
 
+/// True when `to_jsonb` of a row of `relid` could call a function that
+/// is not a superuser's: a cast to json or jsonb from one of the types the
+/// table uses, through arrays, domains, composites and ranges. Such rows are
+/// turned into images as the caller, never as the extension's owner.
+pub fn row_image_runs_user_code(relid: pg_sys::Oid) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "WITH RECURSIVE types(t) AS (
+             SELECT atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+             UNION
+             SELECT s.x FROM types JOIN pg_catalog.pg_type ty ON ty.oid = types.t,
+                    LATERAL (SELECT ty.typelem WHERE ty.typelem <> 0
+                             UNION ALL SELECT ty.typbasetype WHERE ty.typbasetype <> 0
+                             UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                                        WHERE ty.typrelid <> 0 AND a.attrelid = ty.typrelid AND a.attnum > 0
+                             UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = ty.oid) s(x))
+         SELECT EXISTS (
+             SELECT FROM pg_catalog.pg_cast c JOIN types ON c.castsource = types.t
+              WHERE c.casttarget IN ('pg_catalog.json'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype)
+                AND c.castmethod = 'f'
+                AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_proc p
+                                    JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
+                                   WHERE p.oid = c.castfunc), false))",
+        &[relid.into()],
+    )) == Some(true)
+}
+
+/// Copies the rows of `source` as `capture_at_depth` does, building their
+/// images as the caller and only inserting them as the extension's owner.
+pub fn capture_as_caller(
+    op: &str,
+    table: &Table,
+    source: &str,
+    depth: &str,
+    trigger: Option<*mut pg_sys::TriggerData>,
+) -> usize {
+    let sql = format!("SELECT pg_catalog.to_jsonb(o), ({depth})::int FROM {source}");
+    let (images, depths): (Vec<pgrx::JsonB>, Vec<i32>) = Spi::connect_mut(|client| {
+        if let Some(trigger) = trigger {
+            // SAFETY: as in capture_at_depth.
+            unsafe { pg_sys::SPI_register_trigger_data(trigger) };
+        }
+        let rows = spi(client.update(&sql, None, &[]));
+        rows.filter_map(|row| Some((spi(row.get::<pgrx::JsonB>(1))?, spi(row.get::<i32>(2)).unwrap_or(1))))
+            .unzip()
+    });
+    let count = images.len();
+    capture_at_depth(
+        op,
+        table,
+        "unnest($7::jsonb[], $8::int[]) AS u(o, d)",
+        "u.d",
+        vec![images.into(), depths.into()],
+        None,
+    );
+    count
+}
+
 /// Appends one entry per row image in `rows` (jsonb), for `op` on `table`.
 pub fn record_rows(op: &str, table: &Table, rows: Vec<pgrx::JsonB>) {
     if !rows.is_empty() {
-        capture(op, table, "unnest($6::jsonb[]) AS o", vec![rows.into()], None);
+        capture(op, table, "unnest($7::jsonb[]) AS o", vec![rows.into()], None);
     }
 }
 

@@ -77,9 +77,16 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Quotes a string literal for generated SQL.
+/// Quotes a string literal for generated SQL; a value with a backslash is
+/// written as an `E'...'` literal, which reads the same whatever
+/// `standard_conforming_strings` says.
 pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let quoted = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// A user table (plain or partitioned) that a capability is declared on.
@@ -305,6 +312,10 @@ pub struct CascadeKey {
     pub child_columns: Vec<String>,
     pub parent: Table,
     pub parent_columns: Vec<String>,
+    /// The key's own equality operators (parent = child), schema-qualified
+    /// as `OPERATOR(schema.=)`, as Postgres' foreign-key queries use them:
+    /// no operator of a caller's search_path can stand in.
+    pub equality: Vec<String>,
 }
 
 impl CascadeKey {
@@ -318,7 +329,8 @@ impl CascadeKey {
         self.child_columns
             .iter()
             .zip(&self.parent_columns)
-            .map(|(c, p)| format!("{child}.{} = {parent}.{}", quote_ident(c), quote_ident(p)))
+            .zip(&self.equality)
+            .map(|((c, p), op)| format!("{parent}.{} {op} {child}.{}", quote_ident(p), quote_ident(c)))
             .collect::<Vec<_>>()
             .join(" AND ")
     }
@@ -328,10 +340,15 @@ impl CascadeKey {
 /// `child` (otherwise).
 pub fn cascade_keys(relid: Oid, to_parent: bool) -> Vec<CascadeKey> {
     let side = if to_parent { "c.confrelid" } else { "c.conrelid" };
-    let rows: Vec<(Oid, Oid, Vec<String>, Vec<String>)> = Spi::connect(|client| {
+    type Row = (Oid, Oid, Vec<String>, Vec<String>, Vec<String>);
+    let rows: Vec<Row> = Spi::connect(|client| {
         let result = spi(client.select(
             &format!(
                 "SELECT c.conrelid, c.confrelid,
+                        ARRAY(SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.' || o.oprname || ')'
+                                FROM unnest(c.conpfeqop) WITH ORDINALITY e(op, i)
+                                JOIN pg_catalog.pg_operator o ON o.oid = e.op
+                                JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace ORDER BY e.i),
                         ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
                                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
                         ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
@@ -350,17 +367,19 @@ pub fn cascade_keys(relid: Oid, to_parent: bool) -> Vec<CascadeKey> {
                     spi(row.get::<Oid>(2)).unwrap_or(pg_sys::InvalidOid),
                     spi(row.get::<Vec<String>>(3)).unwrap_or_default(),
                     spi(row.get::<Vec<String>>(4)).unwrap_or_default(),
+                    spi(row.get::<Vec<String>>(5)).unwrap_or_default(),
                 )
             })
             .collect()
     });
     rows.into_iter()
-        .filter_map(|(child, parent, child_columns, parent_columns)| {
+        .filter_map(|(child, parent, equality, child_columns, parent_columns)| {
             Some(CascadeKey {
                 child: Table::lookup(child)?,
                 child_columns,
                 parent: Table::lookup(parent)?,
                 parent_columns,
+                equality,
             })
         })
         .collect()

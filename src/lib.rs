@@ -57,3 +57,6 @@ pub mod pg_test {
 
 #[cfg(any(test, feature = "pg_test"))]
 pub mod testing;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod security_tests;

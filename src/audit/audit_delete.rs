@@ -9,7 +9,7 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 
-use crate::audit_log::capture_at_depth;
+use crate::audit_log::{capture_as_caller, capture_at_depth, row_image_runs_user_code};
 use crate::catalog::{cascade_keys, quote_ident, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::relcache;
@@ -59,14 +59,12 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
     if crate::soft_delete::soft_delete::purging(relid) {
         return Ok(Datum::from(0));
     }
-    let rows = capture_at_depth(
-        "DELETE",
-        &table,
-        &source,
-        &depth,
-        Vec::new(),
-        Some(trigger as *const _ as *mut _),
-    );
+    let trigger_data = Some(trigger as *const _ as *mut _);
+    let rows = if row_image_runs_user_code(relid) {
+        capture_as_caller("DELETE", &table, &source, &depth, trigger_data)
+    } else {
+        capture_at_depth("DELETE", &table, &source, &depth, Vec::new(), trigger_data)
+    };
     crate::guards::delete_budget::add(&table, rows as i64)?;
     Ok(Datum::from(0))
 }

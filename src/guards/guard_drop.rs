@@ -252,7 +252,7 @@ fn guard_alter_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invariant
             "SELECT DISTINCT t.tgrelid, t.tgname::text
                FROM pg_catalog.pg_event_trigger_ddl_commands() c
                JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.objid
-              WHERE c.classid = 'pg_catalog.pg_class'::regclass AND t.tgname LIKE 'invariants\\_%' AND t.tgenabled = 'D'",
+              WHERE c.classid = 'pg_catalog.pg_class'::regclass AND t.tgname LIKE 'invariants\\_%' AND t.tgenabled IN ('D', 'R')",
             None,
             &[],
         ));

@@ -23,6 +23,7 @@ fn lint() -> TableIterator<
     let mut findings: Vec<Finding> = Vec::new();
     findings.extend(cascades_into_protected());
     findings.extend(unique_counting_deleted_rows());
+    findings.extend(missing_soft_delete_columns());
     findings.extend(broken_rules());
     findings.extend(disabled_protections());
     TableIterator::new(findings)
@@ -38,6 +39,33 @@ fn rows(sql: &str) -> Vec<Vec<String>> {
             })
             .collect()
     })
+}
+
+/// Soft-delete tables whose column was renamed or dropped: their DELETE is
+/// refused until soft delete is enabled again.
+fn missing_soft_delete_columns() -> Vec<Finding> {
+    rows(
+        "SELECT s.tbl::text, s.column_name FROM invariants.soft_delete_tables s
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = s.tbl AND a.attname = s.column_name AND NOT a.attisdropped)
+          ORDER BY 1",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            "error".to_string(),
+            r[0].clone(),
+            format!(
+                "soft-delete column \"{}\" no longer exists, so DELETE on {} is refused",
+                r[1], r[0]
+            ),
+            format!(
+                "SELECT invariants.enable_soft_delete({}, '<column>');",
+                quote_literal(&r[0])
+            ),
+        )
+    })
+    .collect()
 }
 
 /// Unique constraints and indexes of soft-delete tables that still count

@@ -66,7 +66,11 @@ fn repair(
     }
     let mut results = Vec::new();
     for d in selected.into_iter().filter(|d| d.rule.spec.repair().is_some()) {
-        // Only the table's owner may change it; checked for every table.
+        // Only the table's owner may change it. Over all tables (a scheduled
+        // repair), the tables of other owners are left out.
+        if table.is_none() && !crate::guards::is_owner(&d.table) {
+            continue;
+        }
         table_arg(Some(Regclass(d.table.oid)), "tbl");
         let (fixed, groups) = if dry_run { count_repairable(d) } else { repair_rule(d) };
         results.push((Regclass(d.table.oid), d.rule.name.clone(), fixed, groups));

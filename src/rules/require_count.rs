@@ -140,13 +140,25 @@ fn referenced_columns(child: &Table, fk_columns: &[String], parent: &Table) -> O
     })
 }
 
-fn trigger_name(rule: &str) -> String {
-    format!("invariants_count_{rule}")
+/// The rule's trigger on the parent (`on_child` false) or the child; the
+/// child's names the parent too, since a child may count for several.
+/// Cut to the 63 bytes Postgres keeps of a name.
+fn trigger_name(parent: &Table, rule: &str, on_child: bool) -> String {
+    let mut name = if on_child {
+        format!("invariants_count_{}_{rule}", parent.name)
+    } else {
+        format!("invariants_count_{rule}")
+    };
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
 }
 
 /// Creates the rule's constraint triggers on the parent and the child.
 pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    let name = quote_ident(&trigger_name(rule));
+    let name = quote_ident(&trigger_name(parent, rule, false));
+    let child_name = quote_ident(&trigger_name(parent, rule, true));
     let rule_arg = catalog::quote_literal(rule);
     spi(Spi::run(&format!(
         "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE OF {} ON {}
@@ -161,7 +173,7 @@ pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
         .collect::<Vec<_>>()
         .join(", ");
     spi(Spi::run(&format!(
-        "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR DELETE OR UPDATE OF {fks} ON {}
+        "CREATE CONSTRAINT TRIGGER {child_name} AFTER INSERT OR DELETE OR UPDATE OF {fks} ON {}
          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION invariants.count_child_changed({rule_arg}, {})",
         spec.child,
         catalog::quote_literal(&parent.qualified())
@@ -170,15 +182,15 @@ pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
 
 /// Drops the rule's constraint triggers, where they still exist.
 pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    let name = trigger_name(rule);
     let child = spi_row(Spi::get_one_with_args::<Oid>(
         "SELECT pg_catalog.to_regclass($1)::oid",
         &[spec.child.as_str().into()],
     ))
     .flatten()
     .and_then(Table::lookup);
-    for table in std::iter::once(parent.clone()).chain(child) {
-        crate::guards::guard_drop::drop_own_trigger(&table, &name);
+    crate::guards::guard_drop::drop_own_trigger(parent, &trigger_name(parent, rule, false));
+    if let Some(child) = child {
+        crate::guards::guard_drop::drop_own_trigger(&child, &trigger_name(parent, rule, true));
     }
 }
 
@@ -212,21 +224,14 @@ struct CompiledCount {
 /// The count rules whose triggers fire on one relation, by rule name.
 struct CountRules(Vec<CompiledCount>);
 
-fn compile(relid: Oid, as_child: bool, parent_name: Option<&str>) -> Result<CountRules, InvariantError> {
-    let parent_oid = match parent_name {
-        Some(name) => spi_row(Spi::get_one_with_args::<Oid>(
-            "SELECT pg_catalog.to_regclass($1)::oid",
-            &[name.into()],
-        ))
-        .flatten(),
-        None => Some(relid),
-    };
-    let Some(parent) = parent_oid.and_then(Table::lookup) else {
-        return Ok(CountRules(Vec::new()));
-    };
+/// Compiles the count rules whose triggers fire on `relid`: as the child,
+/// every rule (of any parent) whose child is `relid` or a table above it;
+/// as the parent, the rules declared on it or a table above it.
+fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
+    let lineage = catalog::self_and_ancestors(relid);
     let columns = catalog::columns(relid);
     let mut compiled = Vec::new();
-    for rule in super::load(Some(&[parent.oid]))? {
+    for rule in super::load(None)? {
         let RuleSpec::RequireCount(spec) = rule.spec else {
             continue;
         };
@@ -235,7 +240,11 @@ fn compile(relid: Oid, as_child: bool, parent_name: Option<&str>) -> Result<Coun
             &[spec.child.as_str().into()],
         ))
         .flatten();
-        let Some(child) = child_oid.and_then(Table::lookup) else {
+        let side = if as_child { child_oid } else { Some(rule.tbl) };
+        if !side.is_some_and(|oid| lineage.contains(&oid)) {
+            continue;
+        }
+        let (Some(parent), Some(child)) = (Table::lookup(rule.tbl), child_oid.and_then(Table::lookup)) else {
             continue;
         };
         let key_names = if as_child {
@@ -375,7 +384,11 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
     // SAFETY: the tuples come from the trigger manager for this relation.
     let rows: Vec<Row> = tuples.into_iter().map(|t| unsafe { Row::deform(t, desc) }).collect();
     let check_rows = |rules: &CountRules| -> Result<(), InvariantError> {
-        let Some(count) = rules.0.iter().find(|c| &c.name == rule) else {
+        let Some(count) = rules
+            .0
+            .iter()
+            .find(|c| &c.name == rule && parent.is_none_or(|p| *p == c.parent.qualified()))
+        else {
             return Ok(());
         };
         for row in &rows {
@@ -391,10 +404,10 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
         Ok(())
     };
     if as_child {
-        let rules = relcache::get_or_build(relid, || AsChild(compile(relid, true, parent.map(String::as_str))));
+        let rules = relcache::get_or_build(relid, || AsChild(compile(relid, true)));
         check_rows(rules.0.as_ref().map_err(Clone::clone)?)?;
     } else {
-        let rules = relcache::get_or_build(relid, || AsParent(compile(relid, false, None)));
+        let rules = relcache::get_or_build(relid, || AsParent(compile(relid, false)));
         check_rows(rules.0.as_ref().map_err(Clone::clone)?)?;
     }
     Ok(Datum::from(0))

@@ -33,6 +33,11 @@ pub fn detectable(tables: Option<&[Oid]>) -> (Vec<Detectable>, Vec<Broken>) {
         let Some(table) = Table::lookup(rule.tbl) else {
             continue;
         };
+        // Over all tables, only those the caller may read (a scheduled
+        // repair of one schema must not fail on another's tables).
+        if tables.is_none() && !can_select(&table) {
+            continue;
+        }
         let columns = catalog::columns(table.oid);
         let missing: Vec<&str> = rule
             .spec
@@ -58,6 +63,13 @@ pub fn detectable(tables: Option<&[Oid]>) -> (Vec<Detectable>, Vec<Broken>) {
         }
     }
     (found, broken)
+}
+
+fn can_select(table: &Table) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.has_table_privilege($1, 'SELECT')",
+        &[table.oid.into()],
+    )) == Some(true)
 }
 
 /// Counts for one table, from one scan.

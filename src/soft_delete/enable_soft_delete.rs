@@ -154,7 +154,15 @@ fn hide_deleted_rows(table: &Table, column: &str) -> bool {
         "SELECT coalesce((SELECT rls_added FROM invariants.soft_delete_tables WHERE tbl = $1), false)",
         &[Regclass(table.oid).into()],
     )) == Some(true);
-    if !has_policy(table, HIDE_POLICY) {
+    if has_policy(table, HIDE_POLICY) {
+        // It names the column: recreate it, in case that changed.
+        spi(Spi::run(&format!(
+            "DROP POLICY {} ON {}",
+            quote_ident(HIDE_POLICY),
+            table.qualified()
+        )));
+    }
+    {
         spi(Spi::run(&format!(
             "CREATE POLICY {} ON {} AS RESTRICTIVE FOR SELECT USING ({} IS NULL)",
             quote_ident(HIDE_POLICY),
@@ -218,6 +226,8 @@ fn install_triggers(table: &Table, column: &str) {
             table.qualified()
         )));
     }
+    // The cascade trigger names the column: recreate it, in case it changed.
+    drop_own_trigger(table, CASCADE_TRIGGER);
     if !has_trigger(table.oid, CASCADE_TRIGGER) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} AFTER UPDATE OF {} ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.soft_delete_cascade()",

@@ -75,9 +75,17 @@ unsafe extern "C-unwind" fn soft_delete_planner(
     }
 }
 
-/// The soft-delete column of a relation, as its attribute number and name;
-/// cached per relation (None for every other table).
-struct Target(Option<(i16, String)>);
+/// What the rewrite needs of a soft-delete relation, cached per relation
+/// (None for every other table, and for one whose column is gone: its
+/// DELETE then reaches the trigger, which refuses it).
+struct Target(Option<SoftDeleteTarget>);
+
+struct SoftDeleteTarget {
+    attnum: i16,
+    column: String,
+    /// Stored generated columns: all are recomputed by the rewritten UPDATE.
+    generated: Vec<i16>,
+}
 
 fn target(relid: Oid) -> std::rc::Rc<Target> {
     relcache::get_or_build(relid, || {
@@ -85,11 +93,21 @@ fn target(relid: Oid) -> std::rc::Rc<Target> {
             "SELECT pg_catalog.to_regclass('invariants.soft_delete_tables') IS NOT NULL",
         )) == Some(true);
         let column = if installed { soft_delete_column(relid) } else { None };
+        let generated = spi(Spi::get_one_with_args::<Vec<i16>>(
+            "SELECT coalesce(array_agg(attnum), '{}') FROM pg_catalog.pg_attribute
+              WHERE attrelid = $1 AND attgenerated = 's' AND NOT attisdropped",
+            &[relid.into()],
+        ))
+        .unwrap_or_default();
         Target(column.and_then(|name| {
             crate::catalog::columns(relid)
                 .into_iter()
                 .find(|c| c.name == name)
-                .map(|c| (c.attnum, c.name))
+                .map(|c| SoftDeleteTarget {
+                    attnum: c.attnum,
+                    column: c.name,
+                    generated: generated.clone(),
+                })
         }))
     })
 }
@@ -126,8 +144,8 @@ unsafe fn convert_deletes(query: *mut pg_sys::Query) -> bool {
             return false;
         }
         let target = target(relid);
-        let Some((attnum, name)) = &target.0 else { return false };
-        soft_delete_instead(q, rte, *attnum, name);
+        let Some(target) = &target.0 else { return false };
+        soft_delete_instead(q, rte, target);
         true
     }
 }
@@ -137,7 +155,8 @@ unsafe fn convert_deletes(query: *mut pg_sys::Query) -> bool {
 ///
 /// # Safety
 /// `q` must be a DELETE query tree whose result relation is `rte`.
-unsafe fn soft_delete_instead(q: &mut pg_sys::Query, rte: *mut pg_sys::RangeTblEntry, attnum: i16, name: &str) {
+unsafe fn soft_delete_instead(q: &mut pg_sys::Query, rte: *mut pg_sys::RangeTblEntry, target: &SoftDeleteTarget) {
+    let (attnum, name) = (target.attnum, target.column.as_str());
     // SAFETY: builds planner nodes in the current memory context, as the
     // parser would for the same UPDATE.
     unsafe {
@@ -175,6 +194,14 @@ unsafe fn soft_delete_instead(q: &mut pg_sys::Query, rte: *mut pg_sys::RangeTblE
             (*rte).updatedCols,
             attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
         );
+        // Stored generated columns are recomputed, as the rewriter arranges
+        // for an UPDATE written by hand (all of them: never too few).
+        for generated in &target.generated {
+            (*rte).extraUpdatedCols = pg_sys::bms_add_member(
+                (*rte).extraUpdatedCols,
+                *generated as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
+            );
+        }
         q.commandType = pg_sys::CmdType::CMD_UPDATE;
     }
 }

@@ -88,7 +88,28 @@ pub fn while_purging<R>(table: &Table, f: impl FnOnce() -> R) -> R {
 }
 
 /// The soft-delete column of one relation, resolved once.
-struct SoftDeleteColumn(Option<ColumnReader>);
+/// The soft-delete column of one relation, resolved once: None when the
+/// relation is not a soft-delete table, Err when its declared column is gone.
+struct SoftDeleteColumn(Option<Result<ColumnReader, InvariantError>>);
+
+fn resolve_column(relid: Oid) -> SoftDeleteColumn {
+    SoftDeleteColumn(soft_delete_column(relid).map(|name| {
+        let table = Table::lookup(relid);
+        crate::catalog::columns(relid).into_iter().find(|c| c.name == name).map(|c| ColumnReader::new(&c)).ok_or_else(
+            || {
+                let display = table.as_ref().map_or(String::new(), Table::display);
+                InvariantError::new(
+                    Code::ERRCODE_UNDEFINED_COLUMN,
+                    format!("soft-delete column \"{name}\" of table {display} no longer exists; DELETE refused"),
+                )
+                .detail("Deleting for real would lose the rows that soft delete is there to keep.")
+                .hint(format!(
+                    "Enable soft delete again with the column's new name: SELECT invariants.enable_soft_delete('{display}', '<column>');"
+                ))
+            },
+        )
+    }))
+}
 
 fn row_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     // SAFETY: fcinfo is the one Postgres passed to this C function.
@@ -114,20 +135,18 @@ fn row_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     if purging(relid) {
         return Ok(Datum::from(tuple));
     }
-    let column = relcache::get_or_build(relid, || {
-        SoftDeleteColumn(soft_delete_column(relid).and_then(|name| {
-            crate::catalog::columns(relid)
-                .into_iter()
-                .find(|c| c.name == name)
-                .map(|c| ColumnReader::new(&c))
-        }))
-    });
-    let Some(column) = &column.0 else {
+    let column = relcache::get_or_build(relid, || resolve_column(relid));
+    let column = match &column.0 {
         // Not (or no longer) a soft-delete table: delete as usual.
-        return Ok(Datum::from(tuple));
+        None => return Ok(Datum::from(tuple)),
+        Some(Err(error)) => return Err(error.clone()),
+        Some(Ok(column)) => column,
     };
-    // SAFETY: the old row of this relation, from the trigger manager.
-    if unsafe { column.is_null_in(tuple, desc) } {
+    // A row a foreign-key action deletes is noted even when it is already
+    // soft-deleted: the statement step refuses the hard cascade it means.
+    // SAFETY: the old row of this relation, from the trigger manager; the
+    // flag is read from the session state.
+    if unsafe { column.is_null_in(tuple, desc) || pg_sys::InNoForceRLSOperation() } {
         // SAFETY: t_self is the address of the row being deleted; reading
         // the subtransaction id has no side effect.
         let (ctid, subxact) = unsafe { ((*tuple).t_self, pg_sys::GetCurrentSubTransactionId()) };
@@ -160,7 +179,7 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
         let ctids: Vec<pg_sys::ItemPointerData> = mine.iter().filter(|e| e.relid == rel).map(|e| e.ctid).collect();
         refuse_hard_cascade(&table, &ctids)?;
         let sql = format!(
-            "UPDATE ONLY {} SET {col} = pg_catalog.now() WHERE ctid = ANY ($1) AND {col} IS NULL",
+            "UPDATE ONLY {} SET {col} = pg_catalog.now() WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND {col} IS NULL",
             table.qualified(),
             col = quote_ident(&column)
         );
@@ -212,9 +231,10 @@ fn cascade_plan(relid: Oid) -> std::rc::Rc<CascadePlan> {
                     "WITH done AS (
                          UPDATE {child} c SET {cc} = pg_catalog.now()
                           WHERE c.{cc} IS NULL
-                            AND EXISTS (SELECT FROM {parent} p WHERE {join} AND p.{pc} = pg_catalog.now())
+                            AND EXISTS (SELECT FROM {parent} p
+                                         WHERE {join} AND p.{pc} OPERATOR(pg_catalog.=) pg_catalog.now())
                       RETURNING 1)
-                     SELECT count(*) FROM done",
+                     SELECT pg_catalog.count(*) FROM done",
                     child = key.child.qualified(),
                     parent = key.parent.qualified(),
                     join = key.join(),
