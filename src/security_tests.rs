@@ -163,4 +163,14 @@ mod tests {
         run("SET LOCAL standard_conforming_strings = on");
         assert_eq!(count("SELECT violating FROM invariants.violations('q')"), 2);
     }
+
+    #[pg_test]
+    fn detection_agrees_with_the_trigger_on_values_of_other_types() {
+        run("CREATE TABLE lv (id int PRIMARY KEY, level numeric, note text)");
+        run("SELECT invariants.require_not_null('lv', 'note', 'level', ARRAY['1'])");
+        // 1.0 is not '1' for the trigger: accepted, and not counted either.
+        run("INSERT INTO lv VALUES (1, 1.0, NULL)");
+        assert_eq!(sqlstate_of("INSERT INTO lv VALUES (2, 1, NULL)"), "23514");
+        assert_eq!(count("SELECT violating FROM invariants.violations('lv')"), 0);
+    }
 }

@@ -244,8 +244,11 @@ impl RuleSpec {
         let in_list = |column: &str, values: &[String]| -> Option<String> {
             let col = resolve(column)?;
             let list = values.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", ");
+            // Compared in the type's text form, exactly as the trigger compares
+            // them (so '1' declared for a numeric column does not match 1.0
+            // here either).
             Some(format!(
-                "{} = ANY (ARRAY[{list}]::{}[])",
+                "pg_catalog.format('%s', {}) = ANY (SELECT pg_catalog.format('%s', v::{}) FROM unnest(ARRAY[{list}]::text[]) v)",
                 quote_ident(&col.name),
                 col.type_name
             ))
