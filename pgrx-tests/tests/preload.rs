@@ -132,3 +132,27 @@ fn other_tables_and_hard_cascades_are_unchanged_by_preloading() {
     assert_eq!(one(&mut c, "SELECT invariants.purge('logs', '30 days')"), 1);
     assert_eq!(one(&mut c, "SELECT count(*) FROM logs"), 2);
 }
+
+#[test]
+fn stored_generated_columns_follow_the_soft_delete() {
+    let db = TestDb::preloaded("pgi_preload_generated");
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE TABLE members (id int PRIMARY KEY, deleted_at timestamptz,
+                               active boolean GENERATED ALWAYS AS (deleted_at IS NULL) STORED);
+         INSERT INTO members (id) VALUES (1), (2);
+         SELECT invariants.enable_soft_delete('members');",
+    )
+    .unwrap();
+    assert_eq!(c.execute("DELETE FROM members WHERE id = 1", &[]).unwrap(), 1);
+    let active: bool = c
+        .query_one("SELECT active FROM members WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert!(!active, "the generated column is recomputed");
+    let active: bool = c
+        .query_one("SELECT active FROM members WHERE id = 2", &[])
+        .unwrap()
+        .get(0);
+    assert!(active);
+}
