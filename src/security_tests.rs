@@ -173,4 +173,33 @@ mod tests {
         assert_eq!(sqlstate_of("INSERT INTO lv VALUES (2, 1, NULL)"), "23514");
         assert_eq!(count("SELECT violating FROM invariants.violations('lv')"), 0);
     }
+
+    #[pg_test]
+    fn partitions_created_or_attached_later_are_covered() {
+        run("CREATE TABLE ev (id int, region text, deleted_at timestamptz, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+             CREATE TABLE ev_eu PARTITION OF ev FOR VALUES IN ('eu');
+             SELECT invariants.protect('ev', max_delete_rows => 5);
+             CREATE TABLE ev_us PARTITION OF ev FOR VALUES IN ('us');
+             CREATE TABLE ev_asia (id int NOT NULL, region text NOT NULL, deleted_at timestamptz);
+             ALTER TABLE ev ATTACH PARTITION ev_asia FOR VALUES IN ('asia');
+             INSERT INTO ev SELECT i, (ARRAY['eu', 'us', 'asia'])[1 + i % 3] FROM generate_series(1, 30) i;");
+        // Audited and guarded like the first partition.
+        run("DELETE FROM ev_us WHERE id <= 6");
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'ev_us'::regclass"),
+            2
+        );
+        assert_eq!(sqlstate_of("TRUNCATE ev_asia"), "55000");
+        // One budget for the protected table, however its partitions are named.
+        run("DELETE FROM ev_eu WHERE id <= 6");
+        assert_eq!(sqlstate_of("DELETE FROM ev_asia WHERE id <= 9"), "54000");
+
+        run("CREATE TABLE sd (id int, region text, deleted_at timestamptz, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+             SELECT invariants.enable_soft_delete('sd');
+             CREATE TABLE sd_eu PARTITION OF sd FOR VALUES IN ('eu');
+             INSERT INTO sd VALUES (1, 'eu'), (2, 'eu');
+             DELETE FROM sd_eu WHERE id = 1;");
+        assert_eq!(count("SELECT count(*) FROM sd WHERE deleted_at IS NOT NULL"), 1);
+        assert_eq!(count("SELECT count(*) FROM sd"), 2);
+    }
 }

@@ -71,7 +71,7 @@ fn disable_audit(tbl: Option<Regclass>) {
     }
 }
 
-fn install_triggers(table: &Table) {
+pub(crate) fn install_triggers(table: &Table) {
     if !has_trigger(table.oid, audit_delete::TRIGGER_NAME) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS invariants_deleted

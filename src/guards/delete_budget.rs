@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use pgrx::pg_sys::{self, Oid, SubTransactionId};
 
-use super::{protected_limit, switch_allows};
+use super::{protected_table, switch_allows};
 use crate::catalog::Table;
 use crate::errors::{Code, InvariantError};
 use crate::guc::MAX_DELETE_ROWS;
@@ -32,9 +32,13 @@ pub fn add(table: &Table, rows: i64) -> Result<(), InvariantError> {
     if rows == 0 {
         return Ok(());
     }
-    let Some(table_limit) = protected_limit(table.oid) else {
+    // Counted for the protected table itself: deleting from its partitions
+    // one by one draws on the same budget.
+    let Some((protected_oid, table_limit)) = protected_table(table.oid) else {
         return Ok(());
     };
+    let protected = Table::lookup(protected_oid).unwrap_or_else(|| table.clone());
+    let table = &protected;
     let override_limit = MAX_DELETE_ROWS.get();
     let limit = if override_limit >= 0 {
         switch_allows("invariants.max_delete_rows", table)?;

@@ -60,7 +60,7 @@ CREATE FUNCTION invariants.guard_drop() RETURNS event_trigger
 CREATE FUNCTION invariants.guard_alter() RETURNS event_trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'guard_alter';
 CREATE EVENT TRIGGER invariants_guard_drop ON sql_drop EXECUTE FUNCTION invariants.guard_drop();
-CREATE EVENT TRIGGER invariants_guard_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+CREATE EVENT TRIGGER invariants_guard_alter ON ddl_command_end WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
     EXECUTE FUNCTION invariants.guard_alter();
 "#,
     name = "guard_event_triggers",
@@ -224,6 +224,37 @@ fn guard_drop_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantE
     Ok(Datum::from(0))
 }
 
+/// A partition created or attached under an audited or soft-delete table
+/// gets the statement-level triggers its parent has (Postgres clones only
+/// row-level ones), so that a DELETE or TRUNCATE naming it is covered too.
+fn cover_new_partitions() {
+    let partitions: Vec<Oid> = Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT DISTINCT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c
+               JOIN pg_catalog.pg_class r ON r.oid = c.objid
+              WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.objsubid = 0
+                AND (r.relispartition OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = r.oid))",
+            None,
+            &[],
+        ));
+        rows.filter_map(|row| spi(row.get::<Oid>(1))).collect()
+    });
+    for relid in partitions {
+        // The table itself and, after ATTACH PARTITION, everything below it.
+        for part in crate::catalog::partition_tree(relid) {
+            let Some(table) = Table::lookup(part) else { continue };
+            internally(|| {
+                if crate::audit::truncate_capture_limit(part).is_some() {
+                    crate::audit::enable_audit::install_triggers(&table);
+                }
+                if let Some(column) = crate::soft_delete::soft_delete_column(part) {
+                    crate::soft_delete::enable_soft_delete::install_triggers(&table, &column);
+                }
+            });
+        }
+    }
+}
+
 /// Drops the extension's settings of tables that no longer exist.
 fn forget_tables(oids: &[Oid]) {
     let oids = oids.to_vec();
@@ -247,6 +278,7 @@ fn guard_alter_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invariant
     if INTERNAL.with(Cell::get) {
         return Ok(Datum::from(0));
     }
+    cover_new_partitions();
     let disabled: Vec<(Oid, String)> = Spi::connect(|client| {
         let rows = spi(client.select(
             "SELECT DISTINCT t.tgrelid, t.tgname::text

@@ -27,12 +27,19 @@ use crate::errors::{Code, InvariantError};
 /// The max_delete_rows of the protected table `relid` belongs to (itself or
 /// a partitioned table above it), or None when it is not protected.
 pub fn protected_limit(relid: Oid) -> Option<i64> {
+    protected_table(relid).map(|(_, limit)| limit)
+}
+
+/// The protected table `relid` belongs to (itself or a partitioned table
+/// above it) and its max_delete_rows.
+pub fn protected_table(relid: Oid) -> Option<(Oid, i64)> {
     self_and_ancestors(relid).into_iter().find_map(|oid| {
         spi_row(Spi::get_one_with_args::<i64>(
             "SELECT max_delete_rows FROM invariants.protected_tables WHERE tbl = $1::oid::regclass",
             &[oid.into()],
         ))
         .flatten()
+        .map(|limit| (oid, limit))
     })
 }
 

@@ -211,7 +211,7 @@ fn unhide_deleted_rows(table: &Table) -> bool {
     false
 }
 
-fn install_triggers(table: &Table, column: &str) {
+pub(crate) fn install_triggers(table: &Table, column: &str) {
     if !has_trigger(table.oid, ROW_TRIGGER) {
         spi(Spi::run(&format!(
             "CREATE TRIGGER {} BEFORE DELETE ON {} FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
