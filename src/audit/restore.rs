@@ -68,12 +68,13 @@ fn restore(
     tbl: default!(Option<Regclass>, "NULL"),
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
 ) -> TableIterator<'static, (name!(tbl, Regclass), name!(restored, i64), name!(skipped, i64))> {
-    if txid.is_none() && since.is_none() {
+    // Everything the whole database ever lost is never restored by accident.
+    if txid.is_none() && since.is_none() && tbl.is_none() {
         InvariantError::new(
             Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "restore needs argument txid or since",
+            "restore needs argument txid, tbl or since",
         )
-        .hint("Pass the transaction that lost the rows (txid => ...), or since => a time, optionally with tbl.")
+        .hint("Pass the transaction that lost the rows (txid => ...), a table (tbl => ...), or since => a time.")
         .raise();
     }
     let only = tbl.map(|t| table_arg(Some(t), "tbl"));
