@@ -89,6 +89,15 @@ pub fn quote_literal(value: &str) -> String {
     }
 }
 
+/// The oid of the relation a (possibly qualified) name stands for, if any.
+pub fn oid_of(name: &str) -> Option<Oid> {
+    spi_row(Spi::get_one_with_args::<Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[name.into()],
+    ))
+    .flatten()
+}
+
 /// A user table (plain or partitioned) that a capability is declared on.
 #[derive(Debug, Clone)]
 pub struct Table {

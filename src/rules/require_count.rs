@@ -62,11 +62,7 @@ pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, 
             ),
         ));
     }
-    let child_oid = spi_row(Spi::get_one_with_args::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[spec.child.as_str().into()],
-    ))
-    .flatten();
+    let child_oid = catalog::oid_of(&spec.child);
     let child = table_arg(child_oid.map(Regclass), "child");
     if spec.fk_columns.is_empty() {
         return Err(InvariantError::new(
@@ -182,12 +178,7 @@ pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
 
 /// Drops the rule's constraint triggers, where they still exist.
 pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    let child = spi_row(Spi::get_one_with_args::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[spec.child.as_str().into()],
-    ))
-    .flatten()
-    .and_then(Table::lookup);
+    let child = catalog::oid_of(&spec.child).and_then(Table::lookup);
     crate::guards::guard_drop::drop_own_trigger(parent, &trigger_name(parent, rule, false));
     if let Some(child) = child {
         crate::guards::guard_drop::drop_own_trigger(&child, &trigger_name(parent, rule, true));
@@ -235,11 +226,7 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
         let RuleSpec::RequireCount(spec) = rule.spec else {
             continue;
         };
-        let child_oid = spi_row(Spi::get_one_with_args::<Oid>(
-            "SELECT pg_catalog.to_regclass($1)::oid",
-            &[spec.child.as_str().into()],
-        ))
-        .flatten();
+        let child_oid = catalog::oid_of(&spec.child);
         let side = if as_child { child_oid } else { Some(rule.tbl) };
         if !side.is_some_and(|oid| lineage.contains(&oid)) {
             continue;
