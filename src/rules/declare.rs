@@ -41,18 +41,19 @@ fn require_not_null(
     message: default!(Option<&str>, "NULL"),
     repair: default!(Option<JsonB>, "NULL"),
 ) -> String {
-    let table = table_arg(tbl, "tbl");
-    let column = required(column, "column");
-    let when_column = required(when_column, "when_column");
+    let args = ValueRuleArgs::parse(tbl, column, when_column, when_values, "when_values", message, repair);
+    let name = name.map_or_else(
+        || format!("{}_required_when_{}", args.column, args.when_column),
+        str::to_string,
+    );
     let spec = RuleSpec::RequireNotNull(RequireNotNull {
-        when_values: values_arg(when_values, "when_values"),
-        message: message.map(str::to_string),
-        repair: repair_arg(repair),
-        column: column.clone(),
-        when_column: when_column.clone(),
+        column: args.column,
+        when_column: args.when_column,
+        when_values: args.values,
+        message: args.message,
+        repair: args.repair,
     });
-    let name = name.map_or_else(|| format!("{column}_required_when_{when_column}"), str::to_string);
-    declare(&table, &name, spec)
+    declare(&args.table, &name, spec)
 }
 
 /// Once `when_column` is set (not NULL), `column` must be one of `allowed`.
@@ -66,18 +67,50 @@ fn require_on_set(
     message: default!(Option<&str>, "NULL"),
     repair: default!(Option<JsonB>, "NULL"),
 ) -> String {
-    let table = table_arg(tbl, "tbl");
-    let column = required(column, "column");
-    let when_column = required(when_column, "when_column");
+    let args = ValueRuleArgs::parse(tbl, column, when_column, allowed, "allowed", message, repair);
+    let name = name.map_or_else(
+        || format!("{}_allowed_when_{}_set", args.column, args.when_column),
+        str::to_string,
+    );
     let spec = RuleSpec::RequireOnSet(RequireOnSet {
-        allowed: values_arg(allowed, "allowed"),
-        message: message.map(str::to_string),
-        repair: repair_arg(repair),
-        column: column.clone(),
-        when_column: when_column.clone(),
+        column: args.column,
+        when_column: args.when_column,
+        allowed: args.values,
+        message: args.message,
+        repair: args.repair,
     });
-    let name = name.map_or_else(|| format!("{column}_allowed_when_{when_column}_set"), str::to_string);
-    declare(&table, &name, spec)
+    declare(&args.table, &name, spec)
+}
+
+/// The arguments the two value-list shorthands share, checked in order.
+struct ValueRuleArgs {
+    table: Table,
+    column: String,
+    when_column: String,
+    values: Vec<String>,
+    message: Option<String>,
+    repair: Option<Repair>,
+}
+
+impl ValueRuleArgs {
+    fn parse(
+        tbl: Option<Regclass>,
+        column: Option<&str>,
+        when_column: Option<&str>,
+        values: Option<Vec<Option<String>>>,
+        values_name: &str,
+        message: Option<&str>,
+        repair: Option<JsonB>,
+    ) -> ValueRuleArgs {
+        ValueRuleArgs {
+            table: table_arg(tbl, "tbl"),
+            column: required(column, "column"),
+            when_column: required(when_column, "when_column"),
+            values: values_arg(values, values_name),
+            message: message.map(str::to_string),
+            repair: repair_arg(repair),
+        }
+    }
 }
 
 /// Once set, `column` is never cleared (`no_clear`) or never changed (`immutable`).
