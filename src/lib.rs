@@ -13,6 +13,7 @@ pub mod audit;
 pub mod audit_log;
 pub mod catalog;
 pub mod errors;
+pub mod fast_hash;
 pub mod guards;
 pub mod guc;
 pub mod health;

@@ -6,16 +6,17 @@
 //! changes a table's declarations (see `catalog::invalidate`).
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
-type Entries = HashMap<(Oid, TypeId), Rc<dyn Any>>;
+use crate::fast_hash::FastMap;
+
+type Entries = FastMap<(Oid, TypeId), Rc<dyn Any>>;
 
 thread_local! {
-    static ENTRIES: RefCell<Entries> = RefCell::new(HashMap::new());
+    static ENTRIES: RefCell<Entries> = RefCell::new(FastMap::default());
     // Bumped on every invalidation, so a value built while one arrived is
     // not kept.
     static GENERATION: Cell<u64> = const { Cell::new(0) };

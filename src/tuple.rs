@@ -1,30 +1,42 @@
-//! Reading column values straight from heap tuples in trigger bodies, with
-//! attribute numbers resolved once per relation (see `relcache`).
+//! Reading column values straight from the trigger manager's tuple slots,
+//! with attribute numbers resolved once per relation (see `relcache`).
 use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum, Oid};
 
 use crate::catalog::Column;
 
-/// A row's values, deformed with one call into Postgres so that each
-/// column is then read without another.
+/// A row held in one of the trigger manager's tuple slots. Columns are
+/// deformed on first read, only as far as the highest one read, and the
+/// slot keeps them: nothing is copied or allocated per row.
 pub struct Row {
-    values: Vec<Datum>,
-    nulls: Vec<bool>,
+    slot: *mut pg_sys::TupleTableSlot,
 }
 
 impl Row {
     /// # Safety
-    /// `tuple` must be a valid heap tuple described by `desc`.
-    pub unsafe fn deform(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> Row {
-        // SAFETY: per the contract; heap_deform_tuple fills natts entries,
-        // missing trailing attributes included.
+    /// `slot` must be a valid slot holding a row, and stay so (unchanged)
+    /// while the `Row` is used: in a trigger, `tg_trigslot` or `tg_newslot`.
+    pub unsafe fn in_slot(slot: *mut pg_sys::TupleTableSlot) -> Row {
+        Row { slot }
+    }
+
+    /// Column `attnum`'s value, or None for NULL (and for a column the
+    /// slot's descriptor does not have).
+    fn get(&self, attnum: i32) -> Option<Datum> {
+        // SAFETY: per `in_slot`'s contract the slot is valid; attributes are
+        // read only after slot_getsomeattrs_int deformed them, and attnum is
+        // checked against the slot's descriptor first.
         unsafe {
-            let natts = (*desc).natts.max(0) as usize;
-            let mut values = vec![Datum::from(0); natts];
-            let mut nulls = vec![true; natts];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            Row { values, nulls }
+            let slot = self.slot;
+            if attnum < 1 || attnum > (*(*slot).tts_tupleDescriptor).natts {
+                return None;
+            }
+            if i32::from((*slot).tts_nvalid) < attnum {
+                pg_sys::slot_getsomeattrs_int(slot, attnum);
+            }
+            let i = (attnum - 1) as usize;
+            (!*(*slot).tts_isnull.add(i)).then(|| *(*slot).tts_values.add(i))
         }
     }
 }
@@ -64,11 +76,7 @@ impl ColumnReader {
 
     /// The column's datum, or None for NULL.
     pub fn datum(&self, row: &Row) -> Option<Datum> {
-        let i = (self.attnum - 1) as usize;
-        match (row.values.get(i), row.nulls.get(i)) {
-            (Some(value), Some(false)) => Some(*value),
-            _ => None,
-        }
+        row.get(self.attnum)
     }
 
     pub fn is_null(&self, row: &Row) -> bool {

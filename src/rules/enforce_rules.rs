@@ -2,7 +2,6 @@
 //! columns> row trigger. It reads values straight from the tuples, with the
 //! table's rules compiled once per relation and cached until the relation
 //! or its rules change.
-use std::collections::{HashMap, HashSet};
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
@@ -10,6 +9,7 @@ use pgrx::prelude::*;
 use super::spec::{RuleSpec, WriteOnceMode};
 use crate::catalog::{self, key_columns, self_and_ancestors, spi, Column, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
@@ -30,12 +30,12 @@ enum Check {
     RequireNotNull {
         column: ColumnReader,
         when: ColumnReader,
-        when_values: HashSet<Bytes>,
+        when_values: FastSet<Bytes>,
     },
     RequireOnSet {
         column: ColumnReader,
         when: ColumnReader,
-        allowed: HashSet<Bytes>,
+        allowed: FastSet<Bytes>,
     },
     WriteOnce {
         column: ColumnReader,
@@ -43,8 +43,8 @@ enum Check {
     },
     Transitions {
         column: ColumnReader,
-        next: HashMap<Bytes, HashSet<Bytes>>,
-        states: HashSet<Bytes>,
+        next: FastMap<Bytes, FastSet<Bytes>>,
+        states: FastSet<Bytes>,
     },
 }
 
@@ -84,17 +84,18 @@ fn enforce(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
         ));
     }
     // SAFETY: the trigger manager passes an open relation.
-    let (relid, desc) = unsafe { ((*trigger.tg_relation).rd_id, (*trigger.tg_relation).rd_att) };
+    let relid = unsafe { (*trigger.tg_relation).rd_id };
     let compiled = relcache::get_or_build(relid, || compile(relid));
     let compiled = compiled.as_ref().as_ref().map_err(Clone::clone)?;
 
-    let (old_tuple, new_tuple) = if op == pg_sys::TRIGGER_EVENT_UPDATE {
-        (Some(trigger.tg_trigtuple), trigger.tg_newtuple)
+    let (old_slot, new_slot, new_tuple) = if op == pg_sys::TRIGGER_EVENT_UPDATE {
+        (Some(trigger.tg_trigslot), trigger.tg_newslot, trigger.tg_newtuple)
     } else {
-        (None, trigger.tg_trigtuple)
+        (None, trigger.tg_trigslot, trigger.tg_trigtuple)
     };
-    // SAFETY: both tuples come from the trigger manager for this relation.
-    let (old, new) = unsafe { (old_tuple.map(|t| Row::deform(t, desc)), Row::deform(new_tuple, desc)) };
+    // SAFETY: the trigger manager's slots hold the old and new row until
+    // this function returns.
+    let (old, new) = unsafe { (old_slot.map(|s| Row::in_slot(s)), Row::in_slot(new_slot)) };
     for rule in &compiled.rules {
         if let Some(violation) = check(&rule.check, old.as_ref(), &new) {
             return Err(violation_error(compiled, rule, violation, &new));
@@ -168,19 +169,14 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
             })
         }
         Check::Transitions { column, next, states } => {
-            let to = column.text(new);
-            let from = old.and_then(|old| column.text(old));
-            let allowed = match (&from, &to) {
-                (_, None) => from.is_none(),
-                (Some(from), Some(to)) if from == to => true,
-                // A known state after an unknown one (or none) is a valid entry point.
-                (Some(from), Some(to)) if !states.contains(from) => states.contains(to),
-                (Some(from), Some(to)) => next.get(from).is_some_and(|targets| targets.contains(to)),
-                (None, Some(to)) => states.contains(to),
-            };
+            let allowed = column.with_text(new, |to| match old {
+                None => transition_allowed(next, states, None, to),
+                Some(old) => column.with_text(old, |from| transition_allowed(next, states, from, to)),
+            });
             if allowed {
                 return None;
             }
+            let from = old.and_then(|old| column.text(old));
             let old_display = old.map_or("(new row)".to_string(), |old| column.display(old));
             let targets = from
                 .as_ref()
@@ -209,6 +205,22 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
                 },
             })
         }
+    }
+}
+
+fn transition_allowed(
+    next: &FastMap<Bytes, FastSet<Bytes>>,
+    states: &FastSet<Bytes>,
+    from: Option<&[u8]>,
+    to: Option<&[u8]>,
+) -> bool {
+    match (from, to) {
+        (_, None) => from.is_none(),
+        (Some(from), Some(to)) if from == to => true,
+        // A known state after an unknown one (or none) is a valid entry point.
+        (Some(from), Some(to)) if !states.contains(from) => states.contains(to),
+        (Some(from), Some(to)) => next.get(from).is_some_and(|targets| targets.contains(to)),
+        (None, Some(to)) => states.contains(to),
     }
 }
 
@@ -366,7 +378,7 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
 
 /// The declared values in the column type's own text form, as the trigger
 /// reads stored values (so '1.0' declared for a numeric(3,1) matches 1.0).
-fn canonical(column: &Column, values: &[String]) -> HashSet<Bytes> {
+fn canonical(column: &Column, values: &[String]) -> FastSet<Bytes> {
     let texts = spi(Spi::get_one_with_args::<Vec<String>>(
         &format!(
             "SELECT array_agg(pg_catalog.format('%s', v::{})) FROM unnest($1::text[]) v",

@@ -361,15 +361,15 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
         ));
     };
     // SAFETY: the trigger manager passes an open relation.
-    let (relid, desc) = unsafe { ((*trigger.tg_relation).rd_id, (*trigger.tg_relation).rd_att) };
+    let relid = unsafe { (*trigger.tg_relation).rd_id };
     let op = trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
-    let tuples = match (op == pg_sys::TRIGGER_EVENT_UPDATE, as_child) {
-        (true, true) => vec![trigger.tg_trigtuple, trigger.tg_newtuple],
-        (true, false) => vec![trigger.tg_newtuple],
-        (false, _) => vec![trigger.tg_trigtuple],
+    let slots = match (op == pg_sys::TRIGGER_EVENT_UPDATE, as_child) {
+        (true, true) => vec![trigger.tg_trigslot, trigger.tg_newslot],
+        (true, false) => vec![trigger.tg_newslot],
+        (false, _) => vec![trigger.tg_trigslot],
     };
-    // SAFETY: the tuples come from the trigger manager for this relation.
-    let rows: Vec<Row> = tuples.into_iter().map(|t| unsafe { Row::deform(t, desc) }).collect();
+    // SAFETY: the trigger manager's slots hold the rows until this returns.
+    let rows: Vec<Row> = slots.into_iter().map(|s| unsafe { Row::in_slot(s) }).collect();
     let check_rows = |rules: &CountRules| -> Result<(), InvariantError> {
         let Some(count) = rules
             .0
