@@ -9,7 +9,7 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 
-use crate::audit_log::{capture_as_caller, capture_at_depth, row_image_runs_user_code};
+use crate::audit_log::capture_at_depth;
 use crate::catalog::{cascade_keys, quote_ident, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::relcache;
@@ -60,11 +60,7 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
         return Ok(Datum::from(0));
     }
     let trigger_data = Some(trigger as *const _ as *mut _);
-    let rows = if row_image_runs_user_code(relid) {
-        capture_as_caller("DELETE", &table, &source, &depth, trigger_data)
-    } else {
-        capture_at_depth("DELETE", &table, &source, &depth, Vec::new(), trigger_data)
-    };
+    let rows = capture_at_depth("DELETE", &table, &source, &depth, trigger_data);
     crate::guards::delete_budget::add(&table, rows as i64)?;
     Ok(Datum::from(0))
 }

@@ -7,7 +7,7 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 
 use super::truncate_capture_limit;
-use crate::audit_log::{capture, capture_as_caller, row_image_runs_user_code};
+use crate::audit_log::capture;
 use crate::catalog::{spi, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 
@@ -75,10 +75,6 @@ fn audit_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invari
         .table(&table.schema, &table.name));
     }
     let source = format!("ONLY {} AS o", table.qualified());
-    if row_image_runs_user_code(relid) {
-        capture_as_caller("TRUNCATE", &table, &source, "pg_catalog.pg_trigger_depth()", None);
-    } else {
-        capture("TRUNCATE", &table, &source, Vec::new(), None);
-    }
+    capture("TRUNCATE", &table, &source, None);
     Ok(Datum::from(0))
 }

@@ -1,13 +1,17 @@
 //! `invariants.audit_log` is append-only: UPDATE, DELETE and TRUNCATE fail
 //! for every role, superusers included; only `invariants.prune_audit`
 //! removes entries, and it records that it did.
-use std::cell::Cell;
+mod writer;
 
-use pgrx::datum::DatumWithOid;
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::catalog::{spi, Regclass, Table};
+use writer::{EntryContext, LogWriter};
+
+use crate::catalog::{spi, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::as_extension_owner;
 
@@ -98,59 +102,94 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
 }
 
 /// Copies every row of `source` (a FROM item aliased `o`) to the log as an
-/// `op` entry of `table`, in one statement run as the extension's owner.
-/// `source` may use `$7` onwards, bound to `args`. Inside a trigger pass its
-/// data, so that a transition table can be named in `source`.
-pub fn capture(
-    op: &str,
-    table: &Table,
-    source: &str,
-    args: Vec<DatumWithOid<'static>>,
-    trigger: Option<*mut pg_sys::TriggerData>,
-) -> usize {
-    capture_at_depth(op, table, source, "pg_catalog.pg_trigger_depth()", args, trigger)
+/// `op` entry of `table`. Inside a trigger pass its data, so that a
+/// transition table can be named in `source`. Returns how many rows.
+pub fn capture(op: &'static str, table: &Table, source: &str, trigger: Option<*mut pg_sys::TriggerData>) -> usize {
+    capture_at_depth(op, table, source, "pg_catalog.pg_trigger_depth()", trigger)
 }
 
 /// Like [`capture`], with `trigger_depth` computed by the SQL expression
 /// `depth` (which may refer to the row as `o`).
+///
+/// The row images are built as the extension's owner (who may read any
+/// table), unless building them could run a non-superuser's cast: then as
+/// the caller. Either way the entries are written by [`LogWriter`].
 pub fn capture_at_depth(
-    op: &str,
+    op: &'static str,
     table: &Table,
     source: &str,
     depth: &str,
-    args: Vec<DatumWithOid<'static>>,
     trigger: Option<*mut pg_sys::TriggerData>,
 ) -> usize {
-    let sql = format!(
-        "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement, trigger_depth, db_user)
-         SELECT $1, $2, $3, $4, pg_catalog.to_jsonb(o), $5, {depth}, $6 FROM {source}"
-    );
-    let statement: Option<String> = if crate::guc::AUDIT_STATEMENT.get() {
-        spi(Spi::get_one::<String>("SELECT pg_catalog.current_query()"))
-    } else {
-        None
-    };
-    let mut all_args: Vec<DatumWithOid<'static>> = vec![
-        op.to_string().into(),
-        Regclass(table.oid).into(),
-        table.schema.clone().into(),
-        table.name.clone().into(),
-        statement.into(),
-        // Read before switching to the extension's owner.
-        spi(Spi::get_one::<String>("SELECT current_user::text")).into(),
-    ];
-    all_args.extend(args);
-    as_extension_owner(|| {
-        Spi::connect_mut(|client| {
-            if let Some(trigger) = trigger {
-                // SAFETY: the trigger data is the one Postgres passed to the
-                // running trigger, and this SPI connection ends before it returns.
-                unsafe { pg_sys::SPI_register_trigger_data(trigger) };
-            }
-            spi(client.update(&sql, None, &all_args)).len()
+    let entry = EntryContext::current(op, table);
+    let query = CString::new(format!(
+        "SELECT pg_catalog.to_jsonb(o), ({depth})::pg_catalog.int4 FROM {source}"
+    ))
+    .unwrap_or_default();
+    let read = || {
+        Spi::connect(|_client| {
+            let mut writer = LogWriter::open(&entry)?;
+            // SAFETY: inside an SPI connection; the trigger data is the one
+            // Postgres passed to the running trigger.
+            unsafe { append_query_rows(&mut writer, &query, trigger) };
+            Ok::<usize, InvariantError>(writer.finish())
         })
-    })
+    };
+    let written = if row_image_runs_user_code(table.oid) {
+        read()
+    } else {
+        as_extension_owner(read)
+    };
+    written.unwrap_or_else(|error| error.raise())
 }
+
+/// Runs `query`, whose rows are a jsonb image and an int4 depth, through a
+/// cursor, handing each row to `writer`.
+///
+/// # Safety
+/// Call inside an SPI connection; `trigger`, if any, must be the data of the
+/// trigger now running.
+unsafe fn append_query_rows(writer: &mut LogWriter, query: &CStr, trigger: Option<*mut pg_sys::TriggerData>) {
+    // SAFETY: per the contract. Each fetched batch is read through the
+    // tuple table SPI returned and freed before the next; the writer copies
+    // what it keeps.
+    unsafe {
+        if let Some(trigger) = trigger {
+            pg_sys::SPI_register_trigger_data(trigger);
+        }
+        let portal = pg_sys::SPI_cursor_open_with_args(
+            std::ptr::null(),
+            query.as_ptr(),
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            false,
+            0,
+        );
+        loop {
+            pg_sys::SPI_cursor_fetch(portal, true, FETCH_ROWS);
+            let fetched = pg_sys::SPI_processed as usize;
+            let rows = pg_sys::SPI_tuptable;
+            if fetched == 0 || rows.is_null() {
+                break;
+            }
+            for i in 0..fetched {
+                let tuple = *(*rows).vals.add(i);
+                let (mut image_null, mut depth_null) = (false, false);
+                let image = pg_sys::SPI_getbinval(tuple, (*rows).tupdesc, 1, &mut image_null);
+                let depth = pg_sys::SPI_getbinval(tuple, (*rows).tupdesc, 2, &mut depth_null);
+                let depth = if depth_null { 0 } else { depth.value() as i32 };
+                writer.append((!image_null).then_some(image), depth);
+            }
+            pg_sys::SPI_freetuptable(rows);
+        }
+        pg_sys::SPI_cursor_close(portal);
+    }
+}
+
+/// Rows fetched from the capture query at a time.
+const FETCH_ROWS: i64 = 1000;
 
 /// True when `to_jsonb` of a row of `relid` could call a function that
 /// is not a superuser's: a cast to json or jsonb from one of the types the
@@ -178,47 +217,26 @@ pub fn row_image_runs_user_code(relid: pg_sys::Oid) -> bool {
     )) == Some(true)
 }
 
-/// Copies the rows of `source` as `capture_at_depth` does, building their
-/// images as the caller and only inserting them as the extension's owner.
-pub fn capture_as_caller(
-    op: &str,
-    table: &Table,
-    source: &str,
-    depth: &str,
-    trigger: Option<*mut pg_sys::TriggerData>,
-) -> usize {
-    let sql = format!("SELECT pg_catalog.to_jsonb(o), ({depth})::int FROM {source}");
-    let (images, depths): (Vec<pgrx::JsonB>, Vec<i32>) = Spi::connect_mut(|client| {
-        if let Some(trigger) = trigger {
-            // SAFETY: as in capture_at_depth.
-            unsafe { pg_sys::SPI_register_trigger_data(trigger) };
+/// Appends one entry per row image in `rows`, for `op` on `table`.
+pub fn record_rows(op: &'static str, table: &Table, rows: Vec<pgrx::JsonB>) {
+    if rows.is_empty() {
+        return;
+    }
+    let entry = EntryContext::current(op, table);
+    let written = LogWriter::open(&entry).map(|mut writer| {
+        for row in rows {
+            writer.append(row.into_datum(), entry.trigger_depth);
         }
-        let rows = spi(client.update(&sql, None, &[]));
-        rows.filter_map(|row| Some((spi(row.get::<pgrx::JsonB>(1))?, spi(row.get::<i32>(2)).unwrap_or(1))))
-            .unzip()
+        writer.finish()
     });
-    let count = images.len();
-    capture_at_depth(
-        op,
-        table,
-        "unnest($7::jsonb[], $8::int[]) AS u(o, d)",
-        "u.d",
-        vec![images.into(), depths.into()],
-        None,
-    );
-    count
-}
-
-/// Appends one entry per row image in `rows` (jsonb), for `op` on `table`.
-pub fn record_rows(op: &str, table: &Table, rows: Vec<pgrx::JsonB>) {
-    if !rows.is_empty() {
-        capture(op, table, "unnest($7::jsonb[]) AS o", vec![rows.into()], None);
+    if let Err(error) = written {
+        error.raise();
     }
 }
 
 /// Appends one entry without a row image (a DROP, say) whose `row_data`
 /// describes what happened.
-pub fn record_event(op: &str, table: &Table, what: serde_json::Value) {
+pub fn record_event(op: &'static str, table: &Table, what: serde_json::Value) {
     record_rows(op, table, vec![pgrx::JsonB(what)]);
 }
 
