@@ -1,6 +1,7 @@
 //! `invariants.audit_log` is append-only: UPDATE, DELETE and TRUNCATE fail
 //! for every role, superusers included; only `invariants.prune_audit`
 //! removes entries, and it records that it did.
+mod row_image;
 mod writer;
 
 use std::cell::Cell;
@@ -8,7 +9,9 @@ use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 
+use row_image::RowImage;
 use writer::{EntryContext, LogWriter};
 
 use crate::catalog::{spi, Table};
@@ -122,16 +125,19 @@ pub fn capture_at_depth(
     trigger: Option<*mut pg_sys::TriggerData>,
 ) -> usize {
     let entry = EntryContext::current(op, table);
-    let query = CString::new(format!(
-        "SELECT pg_catalog.to_jsonb(o), ({depth})::pg_catalog.int4 FROM {source}"
-    ))
-    .unwrap_or_default();
+    let image = RowImage::for_table(table.oid);
+    let columns = match image {
+        Some(_) => "o.*",
+        None => "pg_catalog.to_jsonb(o)",
+    };
+    let query = CString::new(format!("SELECT {columns}, ({depth})::pg_catalog.int4 FROM {source}")).unwrap_or_default();
     let read = || {
         Spi::connect(|_client| {
             let mut writer = LogWriter::open(&entry)?;
             // SAFETY: inside an SPI connection; the trigger data is the one
-            // Postgres passed to the running trigger.
-            unsafe { append_query_rows(&mut writer, &query, trigger) };
+            // Postgres passed to the running trigger; the query's columns
+            // are those of `image`, or one image, then the depth.
+            unsafe { append_query_rows(&mut writer, &query, image.as_ref(), trigger)? };
             Ok::<usize, InvariantError>(writer.finish())
         })
     };
@@ -143,16 +149,27 @@ pub fn capture_at_depth(
     written.unwrap_or_else(|error| error.raise())
 }
 
-/// Runs `query`, whose rows are a jsonb image and an int4 depth, through a
-/// cursor, handing each row to `writer`.
+/// Runs `query` through a cursor, handing each row to `writer`. Its rows
+/// are the columns `image` reads then an int4 depth, or without `image` a
+/// jsonb image then the depth.
 ///
 /// # Safety
 /// Call inside an SPI connection; `trigger`, if any, must be the data of the
 /// trigger now running.
-unsafe fn append_query_rows(writer: &mut LogWriter, query: &CStr, trigger: Option<*mut pg_sys::TriggerData>) {
+unsafe fn append_query_rows(
+    writer: &mut LogWriter,
+    query: &CStr,
+    image: Option<&RowImage>,
+    trigger: Option<*mut pg_sys::TriggerData>,
+) -> Result<(), InvariantError> {
+    // Images are built here and copied by the writer: reset after each row.
+    let mut per_row = PgMemoryContexts::new("pg_invariants row images");
+    let width = image.map_or(1, RowImage::width);
+    let mut values = vec![pg_sys::Datum::from(0); width + 1];
+    let mut nulls = vec![true; width + 1];
     // SAFETY: per the contract. Each fetched batch is read through the
-    // tuple table SPI returned and freed before the next; the writer copies
-    // what it keeps.
+    // tuple table SPI returned, deformed into buffers of its width, and
+    // freed before the next.
     unsafe {
         if let Some(trigger) = trigger {
             pg_sys::SPI_register_trigger_data(trigger);
@@ -174,18 +191,32 @@ unsafe fn append_query_rows(writer: &mut LogWriter, query: &CStr, trigger: Optio
             if fetched == 0 || rows.is_null() {
                 break;
             }
+            if (*(*rows).tupdesc).natts as usize != width + 1 {
+                return Err(InvariantError::new(
+                    Code::ERRCODE_INTERNAL_ERROR,
+                    "the capture query returned an unexpected number of columns",
+                ));
+            }
             for i in 0..fetched {
-                let tuple = *(*rows).vals.add(i);
-                let (mut image_null, mut depth_null) = (false, false);
-                let image = pg_sys::SPI_getbinval(tuple, (*rows).tupdesc, 1, &mut image_null);
-                let depth = pg_sys::SPI_getbinval(tuple, (*rows).tupdesc, 2, &mut depth_null);
-                let depth = if depth_null { 0 } else { depth.value() as i32 };
-                writer.append((!image_null).then_some(image), depth);
+                pg_sys::heap_deform_tuple(
+                    *(*rows).vals.add(i),
+                    (*rows).tupdesc,
+                    values.as_mut_ptr(),
+                    nulls.as_mut_ptr(),
+                );
+                let depth = if nulls[width] { 0 } else { values[width].value() as i32 };
+                let built = match image {
+                    Some(image) => Some(per_row.switch_to(|_| image.build(&values[..width], &nulls[..width]))?),
+                    None => (!nulls[0]).then_some(values[0]),
+                };
+                writer.append(built, depth);
+                per_row.reset();
             }
             pg_sys::SPI_freetuptable(rows);
         }
         pg_sys::SPI_cursor_close(portal);
     }
+    Ok(())
 }
 
 /// Rows fetched from the capture query at a time.
