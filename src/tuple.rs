@@ -8,36 +8,83 @@ use crate::catalog::Column;
 
 /// A row held in one of the trigger manager's tuple slots. Columns are
 /// deformed on first read, only as far as the highest one read, and the
-/// slot keeps them: nothing is copied or allocated per row.
+/// slot keeps them: nothing is copied or allocated per row. NULL checks of
+/// columns not deformed yet read the heap tuple's null bitmap instead.
 pub struct Row {
     slot: *mut pg_sys::TupleTableSlot,
+    tuple: pg_sys::HeapTuple,
 }
 
 impl Row {
     /// # Safety
     /// `slot` must be a valid slot holding a row, and stay so (unchanged)
     /// while the `Row` is used: in a trigger, `tg_trigslot` or `tg_newslot`.
-    pub unsafe fn in_slot(slot: *mut pg_sys::TupleTableSlot) -> Row {
-        Row { slot }
+    /// `tuple` is the same row as a heap tuple (`tg_trigtuple` or
+    /// `tg_newtuple`), or null.
+    pub unsafe fn in_slot(slot: *mut pg_sys::TupleTableSlot, tuple: pg_sys::HeapTuple) -> Row {
+        Row { slot, tuple }
+    }
+
+    /// Whether `attnum` is a column of the slot's descriptor.
+    fn has(&self, attnum: i32) -> bool {
+        // SAFETY: per `in_slot`'s contract the slot and its descriptor are valid.
+        attnum >= 1 && attnum <= unsafe { (*(*self.slot).tts_tupleDescriptor).natts }
     }
 
     /// Column `attnum`'s value, or None for NULL (and for a column the
     /// slot's descriptor does not have).
     fn get(&self, attnum: i32) -> Option<Datum> {
+        if !self.has(attnum) {
+            return None;
+        }
         // SAFETY: per `in_slot`'s contract the slot is valid; attributes are
-        // read only after slot_getsomeattrs_int deformed them, and attnum is
-        // checked against the slot's descriptor first.
+        // read only after slot_getsomeattrs_int deformed them.
         unsafe {
             let slot = self.slot;
-            if attnum < 1 || attnum > (*(*slot).tts_tupleDescriptor).natts {
-                return None;
-            }
             if i32::from((*slot).tts_nvalid) < attnum {
                 pg_sys::slot_getsomeattrs_int(slot, attnum);
             }
             let i = (attnum - 1) as usize;
             (!*(*slot).tts_isnull.add(i)).then(|| *(*slot).tts_values.add(i))
         }
+    }
+
+    fn is_null(&self, attnum: i32) -> bool {
+        if !self.has(attnum) {
+            return true;
+        }
+        // SAFETY: per `in_slot`'s contract; the tuple, when given, is the
+        // slot's row, described by the slot's descriptor.
+        unsafe {
+            if i32::from((*self.slot).tts_nvalid) < attnum && !self.tuple.is_null() {
+                return attribute_is_null(self.tuple, (*self.slot).tts_tupleDescriptor, attnum);
+            }
+        }
+        self.get(attnum).is_none()
+    }
+}
+
+/// True when column `attnum` is NULL in `tuple`, read from its null bitmap
+/// without deforming the row.
+///
+/// # Safety
+/// `tuple` must be a valid heap tuple described by `desc`, and `attnum` one
+/// of `desc`'s columns.
+unsafe fn attribute_is_null(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, attnum: i32) -> bool {
+    // SAFETY: per the contract; the header says how many attributes the
+    // tuple stores and whether it has a null bitmap of that many bits.
+    unsafe {
+        let header = (*tuple).t_data;
+        let stored = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as i32;
+        if attnum > stored {
+            // Added after the row was written: its default decides.
+            return pg_sys::heap_attisnull(tuple, attnum, desc);
+        }
+        if (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL == 0 {
+            return false;
+        }
+        let i = (attnum - 1) as usize;
+        *(*header).t_bits.as_ptr().add(i >> 3) & (1 << (i & 7)) == 0
     }
 }
 
@@ -80,31 +127,17 @@ impl ColumnReader {
     }
 
     pub fn is_null(&self, row: &Row) -> bool {
-        self.datum(row).is_none()
+        row.is_null(self.attnum)
     }
 
-    /// True when the column is NULL in `tuple`, read from its null bitmap
-    /// without deforming the row.
+    /// True when the column is NULL in `tuple`, without deforming the row.
     ///
     /// # Safety
     /// `tuple` must be a valid heap tuple of the relation described by
     /// `desc`, the one this reader was built for.
     pub unsafe fn is_null_in(&self, tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> bool {
-        // SAFETY: per the contract; the header says how many attributes the
-        // tuple stores and whether it has a null bitmap of that many bits.
-        unsafe {
-            let header = (*tuple).t_data;
-            let stored = ((*header).t_infomask2 as u32 & pg_sys::HEAP_NATTS_MASK) as i32;
-            if self.attnum > stored {
-                // Added after the row was written: its default decides.
-                return pg_sys::heap_attisnull(tuple, self.attnum, desc);
-            }
-            if (*header).t_infomask as u32 & pg_sys::HEAP_HASNULL == 0 {
-                return false;
-            }
-            let i = (self.attnum - 1) as usize;
-            *(*header).t_bits.as_ptr().add(i >> 3) & (1 << (i & 7)) == 0
-        }
+        // SAFETY: per the contract.
+        unsafe { attribute_is_null(tuple, desc, self.attnum) }
     }
 
     /// Calls `f` with the value in its type's text form, as bytes (None for

@@ -93,9 +93,14 @@ fn enforce(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     } else {
         (None, trigger.tg_trigslot, trigger.tg_trigtuple)
     };
-    // SAFETY: the trigger manager's slots hold the old and new row until
-    // this function returns.
-    let (old, new) = unsafe { (old_slot.map(|s| Row::in_slot(s)), Row::in_slot(new_slot)) };
+    // SAFETY: the trigger manager's slots and tuples hold the old and new
+    // row until this function returns.
+    let (old, new) = unsafe {
+        (
+            old_slot.map(|s| Row::in_slot(s, trigger.tg_trigtuple)),
+            Row::in_slot(new_slot, new_tuple),
+        )
+    };
     for rule in &compiled.rules {
         if let Some(violation) = check(&rule.check, old.as_ref(), &new) {
             return Err(violation_error(compiled, rule, violation, &new));

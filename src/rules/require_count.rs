@@ -363,13 +363,16 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
     // SAFETY: the trigger manager passes an open relation.
     let relid = unsafe { (*trigger.tg_relation).rd_id };
     let op = trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
+    let old = (trigger.tg_trigslot, trigger.tg_trigtuple);
+    let new = (trigger.tg_newslot, trigger.tg_newtuple);
     let slots = match (op == pg_sys::TRIGGER_EVENT_UPDATE, as_child) {
-        (true, true) => vec![trigger.tg_trigslot, trigger.tg_newslot],
-        (true, false) => vec![trigger.tg_newslot],
-        (false, _) => vec![trigger.tg_trigslot],
+        (true, true) => vec![old, new],
+        (true, false) => vec![new],
+        (false, _) => vec![old],
     };
-    // SAFETY: the trigger manager's slots hold the rows until this returns.
-    let rows: Vec<Row> = slots.into_iter().map(|s| unsafe { Row::in_slot(s) }).collect();
+    // SAFETY: the trigger manager's slots and tuples hold the rows until
+    // this returns.
+    let rows: Vec<Row> = slots.into_iter().map(|(s, t)| unsafe { Row::in_slot(s, t) }).collect();
     let check_rows = |rules: &CountRules| -> Result<(), InvariantError> {
         let Some(count) = rules
             .0
