@@ -40,4 +40,7 @@ time_ms() {
 # median of the numbers on stdin (one per line or space-separated)
 median_of() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# smallest of the numbers on stdin
+min_of() { tr ' ' '\n' | grep -v '^$' | sort -g | head -1; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "n/a"; else printf "%.2f", a / b }'; }

@@ -181,6 +181,19 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_log_altered_with_a_required_column_refuses_to_capture() {
+        run("CREATE TABLE kept (id int PRIMARY KEY)");
+        run("INSERT INTO kept VALUES (1)");
+        run("SELECT invariants.enable_audit('kept')");
+        run("ALTER TABLE invariants.audit_log ADD COLUMN reviewer text NOT NULL DEFAULT 'nobody'");
+        let error = error_of("DELETE FROM kept").expect("the capture must fail");
+        assert_eq!(error.sqlstate, "55000");
+        assert!(error.message.contains("reviewer"), "{error:?}");
+        assert_eq!(count("SELECT count(*) FROM kept"), 1);
+        assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 0);
+    }
+
+    #[pg_test]
     fn truncate_is_captured_for_each_table_it_reaches() {
         run("CREATE TABLE t_a (id int PRIMARY KEY)");
         run("CREATE TABLE t_b (id int PRIMARY KEY)");
