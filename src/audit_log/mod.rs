@@ -184,39 +184,38 @@ unsafe fn append_query_rows(
             false,
             0,
         );
-        loop {
+        let mut outcome = Ok(());
+        while outcome.is_ok() {
             pg_sys::SPI_cursor_fetch(portal, true, FETCH_ROWS);
             let fetched = pg_sys::SPI_processed as usize;
             let rows = pg_sys::SPI_tuptable;
             if fetched == 0 || rows.is_null() {
                 break;
             }
-            if (*(*rows).tupdesc).natts as usize != width + 1 {
-                return Err(InvariantError::new(
+            outcome = if (*(*rows).tupdesc).natts as usize != width + 1 {
+                Err(InvariantError::new(
                     Code::ERRCODE_INTERNAL_ERROR,
                     "the capture query returned an unexpected number of columns",
-                ));
-            }
-            for i in 0..fetched {
-                pg_sys::heap_deform_tuple(
-                    *(*rows).vals.add(i),
-                    (*rows).tupdesc,
-                    values.as_mut_ptr(),
-                    nulls.as_mut_ptr(),
-                );
-                let depth = if nulls[width] { 0 } else { values[width].value() as i32 };
-                let built = match image {
-                    Some(image) => Some(per_row.switch_to(|_| image.build(&values[..width], &nulls[..width]))?),
-                    None => (!nulls[0]).then_some(values[0]),
-                };
-                writer.append(built, depth);
-                per_row.reset();
-            }
+                ))
+            } else {
+                (0..fetched).try_for_each(|i| {
+                    let tuple = *(*rows).vals.add(i);
+                    pg_sys::heap_deform_tuple(tuple, (*rows).tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                    let depth = if nulls[width] { 0 } else { values[width].value() as i32 };
+                    let built = match image {
+                        Some(image) => Some(per_row.switch_to(|_| image.build(&values[..width], &nulls[..width]))?),
+                        None => (!nulls[0]).then_some(values[0]),
+                    };
+                    writer.append(built, depth);
+                    per_row.reset();
+                    Ok(())
+                })
+            };
             pg_sys::SPI_freetuptable(rows);
         }
         pg_sys::SPI_cursor_close(portal);
+        outcome
     }
-    Ok(())
 }
 
 /// Rows fetched from the capture query at a time.

@@ -129,6 +129,9 @@ impl LogColumn {
     }
 }
 
+/// Entries of one capture on their way into the log. Only `finish` releases
+/// what `open` took; a writer is abandoned only when an ERROR is being
+/// raised, and the (sub)transaction's abort releases it then.
 pub struct LogWriter {
     rel: pg_sys::Relation,
     estate: *mut pg_sys::EState,
@@ -168,7 +171,6 @@ impl LogWriter {
             }
             let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let estate = pg_sys::CreateExecutorState();
-            (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
             let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
             let result_rel =
                 pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
@@ -259,7 +261,10 @@ impl LogWriter {
         // into the slot's own memory before the caller's can go.
         unsafe {
             if self.used == self.slots.len() {
+                // In the executor state's memory: freed with it.
+                let old_context = pg_sys::MemoryContextSwitchTo((*self.estate).es_query_cxt);
                 let slot = pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable);
+                pg_sys::MemoryContextSwitchTo(old_context);
                 self.slots.push(slot);
             }
             let slot = self.slots[self.used];
@@ -287,8 +292,16 @@ impl LogWriter {
         }
         // SAFETY: the first `used` slots hold materialized entries of this
         // relation; the executor state and result relation were set up for
-        // it in `open`, its indexes opened there.
+        // it in `open`, its indexes opened there. What the multi-insert and
+        // the index inserts allocate (the multi-insert keeps its TOASTed
+        // copies, as COPY notes) goes to the per-tuple memory, reset after.
         unsafe {
+            let per_batch = (*pg_sys::MakePerTupleExprContext(self.estate)).ecxt_per_tuple_memory;
+            let old_context = pg_sys::MemoryContextSwitchTo(per_batch);
+            // Taken now, after the capture query's own command counter
+            // increment: entries are never visible to the query that reads
+            // the rows.
+            (*self.estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
             pg_sys::table_multi_insert(
                 self.rel,
                 self.slots.as_mut_ptr(),
@@ -301,7 +314,7 @@ impl LogWriter {
             );
             if (*self.result_rel).ri_NumIndices > 0 {
                 for &slot in &self.slots[..self.used] {
-                    let recheck = pg_sys::ExecInsertIndexTuples(
+                    pg_sys::ExecInsertIndexTuples(
                         self.result_rel,
                         slot,
                         self.estate,
@@ -310,13 +323,10 @@ impl LogWriter {
                         std::ptr::null_mut(),
                         std::ptr::null_mut(),
                     );
-                    pg_sys::list_free(recheck);
                 }
             }
-            let econtext = (*self.estate).es_per_tuple_exprcontext;
-            if !econtext.is_null() {
-                pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
-            }
+            pg_sys::MemoryContextSwitchTo(old_context);
+            pg_sys::MemoryContextReset(per_batch);
         }
         self.written += self.used;
         self.used = 0;
