@@ -114,9 +114,10 @@ pub fn capture(op: &'static str, table: &Table, source: &str, trigger: Option<*m
 /// Like [`capture`], with `trigger_depth` computed by the SQL expression
 /// `depth` (which may refer to the row as `o`).
 ///
-/// The row images are built as the extension's owner (who may read any
-/// table), unless building them could run a non-superuser's cast: then as
-/// the caller. Either way the entries are written by [`LogWriter`].
+/// The rows are read as the extension's owner (who may read any table),
+/// unless building their images with `to_jsonb` could run a non-superuser's
+/// cast: then as the caller. Either way the entries are written by
+/// [`LogWriter`].
 pub fn capture_at_depth(
     op: &'static str,
     table: &Table,
@@ -141,11 +142,9 @@ pub fn capture_at_depth(
             Ok::<usize, InvariantError>(writer.finish())
         })
     };
-    let written = if row_image_runs_user_code(table.oid) {
-        read()
-    } else {
-        as_extension_owner(read)
-    };
+    // Images built here run no cast at all; only to_jsonb's could be a user's.
+    let as_caller = image.is_none() && row_image_runs_user_code(table.oid);
+    let written = if as_caller { read() } else { as_extension_owner(read) };
     written.unwrap_or_else(|error| error.raise())
 }
 

@@ -87,48 +87,6 @@ impl EntryContext {
     }
 }
 
-/// The audit log's columns, in the order the writer fills them.
-#[derive(Clone, Copy)]
-enum LogColumn {
-    Id,
-    At,
-    Txid,
-    Op,
-    Tbl,
-    SchemaName,
-    TableName,
-    RowData,
-    DbUser,
-    SessionUser,
-    ApplicationName,
-    ClientAddr,
-    TriggerDepth,
-    Statement,
-}
-
-impl LogColumn {
-    fn named(name: &str) -> Option<LogColumn> {
-        use LogColumn::*;
-        Some(match name {
-            "id" => Id,
-            "at" => At,
-            "txid" => Txid,
-            "op" => Op,
-            "tbl" => Tbl,
-            "schema_name" => SchemaName,
-            "table_name" => TableName,
-            "row_data" => RowData,
-            "db_user" => DbUser,
-            "session_user" => SessionUser,
-            "application_name" => ApplicationName,
-            "client_addr" => ClientAddr,
-            "trigger_depth" => TriggerDepth,
-            "statement" => Statement,
-            _ => return None,
-        })
-    }
-}
-
 /// Entries of one capture on their way into the log. Only `finish` releases
 /// what `open` took; a writer is abandoned only when an ERROR is being
 /// raised, and the (sub)transaction's abort releases it then.
@@ -200,32 +158,32 @@ impl LogWriter {
                     continue;
                 }
                 let name = CStr::from_ptr(attr.attname.data.as_ptr()).to_string_lossy();
-                let value = match LogColumn::named(&name) {
-                    Some(LogColumn::Id) => {
+                let value = match name.as_ref() {
+                    "id" => {
                         writer.id = i;
                         writer.sequence = pg_sys::getIdentitySequence(relid, attr.attnum, false);
                         Some(Datum::from(0))
                     }
-                    Some(LogColumn::RowData) => {
+                    "row_data" => {
                         writer.row_data = i;
                         None
                     }
-                    Some(LogColumn::TriggerDepth) => {
+                    "trigger_depth" => {
                         writer.trigger_depth = i;
                         Some(Datum::from(entry.trigger_depth))
                     }
-                    Some(LogColumn::At) => Some(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp())),
-                    Some(LogColumn::Txid) => Some(Datum::from(pg_sys::GetTopFullTransactionId().value)),
-                    Some(LogColumn::Op) => Some(text_datum(entry.op)),
-                    Some(LogColumn::Tbl) => Some(Datum::from(entry.table.oid)),
-                    Some(LogColumn::SchemaName) => Some(text_datum(&entry.table.schema)),
-                    Some(LogColumn::TableName) => Some(text_datum(&entry.table.name)),
-                    Some(LogColumn::DbUser) => Some(text_datum(&entry.db_user)),
-                    Some(LogColumn::SessionUser) => Some(text_datum(&entry.session_user)),
-                    Some(LogColumn::ApplicationName) => entry.application_name.as_deref().map(text_datum),
-                    Some(LogColumn::ClientAddr) => entry.client_addr.as_deref().map(|a| typed_datum(a, attr.atttypid)),
-                    Some(LogColumn::Statement) => entry.statement.as_deref().map(text_datum),
-                    None => None,
+                    "at" => Some(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp())),
+                    "txid" => Some(Datum::from(pg_sys::GetTopFullTransactionId().value)),
+                    "op" => Some(text_datum(entry.op)),
+                    "tbl" => Some(Datum::from(entry.table.oid)),
+                    "schema_name" => Some(text_datum(&entry.table.schema)),
+                    "table_name" => Some(text_datum(&entry.table.name)),
+                    "db_user" => Some(text_datum(&entry.db_user)),
+                    "session_user" => Some(text_datum(&entry.session_user)),
+                    "application_name" => entry.application_name.as_deref().map(text_datum),
+                    "client_addr" => entry.client_addr.as_deref().map(|a| typed_datum(a, attr.atttypid)),
+                    "statement" => entry.statement.as_deref().map(text_datum),
+                    _ => None,
                 };
                 if value.is_none() && attr.attnotnull && i != writer.row_data {
                     unfilled_required = Some(name.into_owned());
