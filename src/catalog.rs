@@ -92,7 +92,7 @@ pub fn quote_literal(value: &str) -> String {
 /// The oid of the relation a (possibly qualified) name stands for, if any.
 pub fn oid_of(name: &str) -> Option<Oid> {
     spi_row(Spi::get_one_with_args::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
         &[name.into()],
     ))
     .flatten()
@@ -138,22 +138,20 @@ impl Table {
     }
 }
 
-/// Validates a `regclass` argument named `arg`: it must be given, exist, be a
-/// table or partitioned table outside the extension's schema, and be owned by
-/// the current user (or a role it belongs to).
-pub fn table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
+/// Validates a `regclass` argument named `arg`: it must be given, exist,
+/// and be a table or partitioned table outside the extension's schema.
+pub fn existing_table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
     let Some(Regclass(oid)) = tbl else {
         fail(
             Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("argument {arg} must not be NULL"),
         );
     };
-    let (kind, is_owner) = spi_row(Spi::get_two_with_args::<String, bool>(
-        "SELECT c.relkind::text, pg_catalog.pg_has_role(c.relowner, 'USAGE')
-           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+    let kind = spi_row(Spi::get_one_with_args::<String>(
+        "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[oid.into()],
     ))
-    .unwrap_or((None, None));
+    .flatten();
     let (Some(kind), Some(table)) = (kind, Table::lookup(oid)) else {
         fail(
             Code::ERRCODE_UNDEFINED_TABLE,
@@ -181,12 +179,26 @@ pub fn table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
             ),
         );
     }
+    table
+}
+
+/// Validates a `regclass` argument named `arg` as [`existing_table_arg`]
+/// does, and that the current user owns the table (or belongs to the
+/// owning role).
+pub fn table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
+    let table = existing_table_arg(tbl, arg);
+    let is_owner = spi_row(Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[table.oid.into()],
+    ))
+    .flatten();
     if is_owner != Some(true) {
         InvariantError::new(
             Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("must be owner of table {}", table.display()),
         )
         .hint("Only the table's owner (or a member of the owning role) can change its invariants.")
+        .table(&table.schema, &table.name)
         .raise();
     }
     table
@@ -211,15 +223,22 @@ pub struct Column {
     pub name: String,
     pub attnum: i16,
     pub type_oid: Oid,
-    /// The type as `format_type` spells it, e.g. `timestamp with time zone`.
+    /// The type as `format_type` spells it, e.g. `timestamp with time zone`
+    /// (schema-qualified unless in pg_catalog, since queries run with
+    /// `search_path` pinned).
     pub type_name: String,
+    pub typmod: i32,
+    pub collation: Oid,
+    /// A stored generated column.
+    pub generated: bool,
 }
 
 /// Every live column of `oid`, in attribute order.
 pub fn columns(oid: Oid) -> Vec<Column> {
     Spi::connect(|client| {
         let rows = spi(client.select(
-            "SELECT attname::text, attnum, atttypid, pg_catalog.format_type(atttypid, atttypmod)
+            "SELECT attname::text, attnum, atttypid, pg_catalog.format_type(atttypid, atttypmod),
+                    atttypmod, attcollation, attgenerated <> ''
                FROM pg_catalog.pg_attribute
               WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
               ORDER BY attnum",
@@ -231,6 +250,9 @@ pub fn columns(oid: Oid) -> Vec<Column> {
             attnum: spi(row.get::<i16>(2)).unwrap_or_default(),
             type_oid: spi(row.get::<Oid>(3)).unwrap_or(pg_sys::InvalidOid),
             type_name: spi(row.get::<String>(4)).unwrap_or_default(),
+            typmod: spi(row.get::<i32>(5)).unwrap_or(-1),
+            collation: spi(row.get::<Oid>(6)).unwrap_or(pg_sys::InvalidOid),
+            generated: spi(row.get::<bool>(7)).unwrap_or(false),
         })
         .collect()
     })
@@ -392,4 +414,129 @@ pub fn cascade_keys(relid: Oid, to_parent: bool) -> Vec<CascadeKey> {
             })
         })
         .collect()
+}
+
+/// A value of a query's row, copied out of SPI's memory into the memory
+/// context current when the query was run.
+#[derive(Debug, Clone, Copy)]
+pub struct Value {
+    pub datum: Option<pg_sys::Datum>,
+    pub type_oid: Oid,
+}
+
+impl Value {
+    /// As a query argument.
+    pub fn arg(&self) -> pgrx::datum::DatumWithOid<'static> {
+        match self.datum {
+            // SAFETY: a value of `type_oid`, alive in the caller's memory.
+            Some(datum) => unsafe { pgrx::datum::DatumWithOid::new(datum, self.type_oid) },
+            None => pgrx::datum::DatumWithOid::null_oid(self.type_oid),
+        }
+    }
+}
+
+/// The values of the first row `sql` returns (empty when it returns none),
+/// with their types. The query is run read-write, as any other.
+pub fn first_row(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Value> {
+    let query = std::ffi::CString::new(sql).unwrap_or_default();
+    let (mut types, mut values, nulls) = raw_args(args);
+    Spi::connect(|_client| {
+        // SAFETY: inside an SPI connection; the argument arrays have one
+        // entry per argument; the tuple table SPI returns is read before
+        // anything else runs, and each value is copied out by
+        // SPI_datumTransfer into the context current at connection time.
+        unsafe {
+            let status = pg_sys::SPI_execute_with_args(
+                query.as_ptr(),
+                types.len() as i32,
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                false,
+                1,
+            );
+            let table = pg_sys::SPI_tuptable;
+            if status < 0 || table.is_null() || pg_sys::SPI_processed == 0 {
+                return Vec::new();
+            }
+            let desc = (*table).tupdesc;
+            let tuple = *(*table).vals;
+            (1..=(*desc).natts)
+                .map(|i| {
+                    let attr = &*(*desc).attrs.as_ptr().add(i as usize - 1);
+                    let mut is_null = false;
+                    let datum = pg_sys::SPI_getbinval(tuple, desc, i, &mut is_null);
+                    Value {
+                        datum: (!is_null).then(|| pg_sys::SPI_datumTransfer(datum, attr.attbyval, attr.attlen as i32)),
+                        type_oid: attr.atttypid,
+                    }
+                })
+                .collect()
+        }
+    })
+}
+
+/// An operator as `OPERATOR(schema.name)`, so that no operator of a
+/// caller's schemas can stand in for it.
+pub fn qualified_operator(oid: Oid) -> Option<String> {
+    spi_row(Spi::get_one_with_args::<String>(
+        "SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.' || o.oprname || ')'
+           FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+          WHERE o.oid = $1",
+        &[oid.into()],
+    ))
+    .flatten()
+}
+
+/// The default equality operator of a type (its B-tree or hash opclass's),
+/// or None when it has none.
+pub fn equality_operator(type_oid: Oid) -> Option<Oid> {
+    // SAFETY: a type cache lookup of an existing type; the entry lives as
+    // long as the backend.
+    let eq = unsafe { (*pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32)).eq_opr };
+    (eq != pg_sys::InvalidOid).then_some(eq)
+}
+
+/// Query arguments as the arrays SPI takes: types, values, null flags.
+pub fn raw_args(args: &[pgrx::datum::DatumWithOid]) -> (Vec<Oid>, Vec<pg_sys::Datum>, Vec<std::ffi::c_char>) {
+    (
+        args.iter().map(|a| a.oid()).collect(),
+        args.iter()
+            .map(|a| a.datum().map_or(pg_sys::Datum::from(0), |d| d.sans_lifetime()))
+            .collect(),
+        args.iter()
+            .map(|a| if a.datum().is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+            .collect(),
+    )
+}
+
+/// An array of `element_type` holding `values` (NULL elements for None),
+/// built in the current memory context.
+pub fn array_of(element_type: Oid, values: &[Option<pg_sys::Datum>]) -> Value {
+    let (mut typlen, mut typbyval, mut typalign) = (0i16, false, 0 as std::ffi::c_char);
+    let datums: Vec<pg_sys::Datum> = values.iter().map(|v| v.unwrap_or(pg_sys::Datum::from(0))).collect();
+    let mut nulls: Vec<bool> = values.iter().map(Option::is_none).collect();
+    let mut dims = [values.len() as i32];
+    let mut lower = [1i32];
+    // SAFETY: catalog lookups of an existing type; the element arrays have
+    // `values.len()` entries; the array is built (copying every element)
+    // in the current memory context.
+    unsafe {
+        pg_sys::get_typlenbyvalalign(element_type, &mut typlen, &mut typbyval, &mut typalign);
+        let array = pg_sys::construct_md_array(
+            datums.as_ptr() as *mut _,
+            nulls.as_mut_ptr(),
+            1,
+            dims.as_mut_ptr(),
+            lower.as_mut_ptr(),
+            element_type,
+            typlen as i32,
+            typbyval,
+            typalign,
+        );
+        Value {
+            datum: Some(pg_sys::Datum::from(array)),
+            type_oid: pg_sys::get_array_type(element_type),
+        }
+    }
 }

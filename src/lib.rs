@@ -32,7 +32,6 @@ pub mod invariants {}
 // The schema's tables, views and grants. Everything else is declared next to
 // the Rust code it calls.
 pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-pgrx::extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["schema"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

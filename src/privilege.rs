@@ -1,94 +1,186 @@
-//! The extension's tables are not writable by PUBLIC. Functions that must
-//! write them on a table owner's behalf switch to the extension's owner for
-//! just that write, the way Postgres itself runs foreign-key checks, with
-//! `search_path` pinned to `pg_catalog, pg_temp` meanwhile (as a SECURITY
-//! DEFINER function with a pinned search_path would have it), so that no
-//! function or operator of the caller's schemas runs with those rights.
+//! Who runs what (README "Security").
+//!
+//! - Every query the extension runs has `search_path` pinned to
+//!   `pg_catalog, pg_temp` ([`pinned`]), so no function, operator or type of
+//!   a caller's schemas can stand in for a built-in one.
+//! - Work on a user table (reading it to capture, restore, repair, detect,
+//!   count, soft delete, purge, undelete) runs as that table's owner in a
+//!   restricted security context ([`as_table_owner`]), the way Postgres runs
+//!   VACUUM, ANALYZE and foreign-key actions: the owner's code (triggers,
+//!   index and statistics expressions, defaults, domain checks, casts) runs
+//!   with the owner's rights and no more, cannot change the session (SET
+//!   ROLE, temporary tables), and row-level security does not hide rows.
+//! - The extension owner's rights are taken only to write the extension's
+//!   own tables ([`as_extension_owner`]), by statements that name no user
+//!   object.
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
 use crate::catalog::spi_row;
+use crate::errors::{fail, Code};
 
-fn extension_owner() -> Oid {
-    spi_row(Spi::get_one::<Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants'",
-    ))
-    .flatten()
-    .unwrap_or_else(|| {
-        crate::errors::fail(
-            crate::errors::Code::ERRCODE_UNDEFINED_OBJECT,
-            "extension pg_invariants is not installed in this database",
-        )
-    })
+/// A GUC nesting level: settings made inside it (by `set` or by any code
+/// that runs meanwhile) are undone when it is dropped, on unwinding too.
+struct GucLevel(i32);
+
+impl GucLevel {
+    fn open() -> GucLevel {
+        // SAFETY: opens a nesting level, closed exactly once by Drop.
+        GucLevel(unsafe { pg_sys::NewGUCNestLevel() })
+    }
+
+    /// Sets `name` to `value` until the level closes.
+    fn set(&self, name: &std::ffi::CStr, value: &std::ffi::CStr) {
+        // SAFETY: both strings are NUL-terminated constants naming a
+        // setting that exists and a value it accepts; elevel 0 means a
+        // failure is returned, not raised.
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            )
+        };
+    }
+
+    fn pin_search_path(&self) {
+        self.set(c"search_path", c"pg_catalog, pg_temp");
+    }
 }
 
-/// Restores the caller's user id when dropped, on unwinding too.
-struct RestoreUser {
+impl Drop for GucLevel {
+    fn drop(&mut self) {
+        // SAFETY: closes the level opened in `open`; `false` undoes every
+        // setting made inside it, as Postgres does after VACUUM's work.
+        unsafe { pg_sys::AtEOXact_GUC(false, self.0) };
+    }
+}
+
+/// Runs `f` with `search_path` pinned to `pg_catalog, pg_temp`. Every SQL
+/// function and trigger of the extension runs its queries inside this.
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    let level = GucLevel::open();
+    level.pin_search_path();
+    let result = f();
+    drop(level);
+    result
+}
+
+/// Runs `f` with the settings that decide how values are written as text
+/// fixed, so that a value written and read back under them is the same
+/// value whatever the session's `DateStyle`, `IntervalStyle`,
+/// `extra_float_digits`, `TimeZone` or `lc_monetary` say.
+pub fn with_canonical_formats<R>(f: impl FnOnce() -> R) -> R {
+    let level = GucLevel::open();
+    level.set(c"DateStyle", c"ISO, YMD");
+    level.set(c"IntervalStyle", c"postgres");
+    level.set(c"extra_float_digits", c"3");
+    level.set(c"TimeZone", c"UTC");
+    level.set(c"lc_monetary", c"C");
+    level.set(c"bytea_output", c"hex");
+    let result = f();
+    drop(level);
+    result
+}
+
+/// The user id and security context in effect, put back when dropped (on
+/// unwinding too).
+struct SavedUser {
     user: Oid,
     context: i32,
 }
 
-impl Drop for RestoreUser {
+impl SavedUser {
+    fn current() -> SavedUser {
+        let mut user = pg_sys::InvalidOid;
+        let mut context = 0;
+        // SAFETY: both out-pointers are valid locals.
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+        SavedUser { user, context }
+    }
+}
+
+impl Drop for SavedUser {
     fn drop(&mut self) {
         // SAFETY: plain assignment of the saved values; cannot fail.
         unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
     }
 }
 
-/// Runs `f` as the extension's owner, with the search path pinned. Errors
-/// inside `f` abort the (sub)transaction, which restores both as well.
-pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = extension_owner();
-    // SAFETY: opens a GUC nesting level, closed by PinnedSearchPath's drop.
-    let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
-    let _restore_path = PinnedSearchPath(nest_level);
-    // SAFETY: sets a known setting to a constant, valid value; elevel 0
-    // means a failure is reported as a return value instead of raised.
-    unsafe {
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        )
-    };
-    as_user(owner, f)
+/// Runs `f` as `role`, in a restricted security context with its own GUC
+/// level and `search_path` pinned. `flags` are added to the context.
+fn as_role<R>(role: Oid, flags: u32, f: impl FnOnce() -> R) -> R {
+    let saved = SavedUser::current();
+    let context =
+        saved.context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION | flags) as i32;
+    // SAFETY: switches to an existing role; the restricted context keeps
+    // code running meanwhile from SET ROLE, temporary tables and other
+    // session changes; `saved` switches back.
+    unsafe { pg_sys::SetUserIdAndSecContext(role, context) };
+    let level = GucLevel::open();
+    level.pin_search_path();
+    let result = f();
+    drop(level);
+    drop(saved);
+    result
 }
 
-/// Puts the search path back when dropped, on unwinding too.
-struct PinnedSearchPath(i32);
-
-impl Drop for PinnedSearchPath {
-    fn drop(&mut self) {
-        // SAFETY: closes the nesting level opened by as_extension_owner.
-        unsafe { pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.0) };
+/// The owner of relation `relid`, read from the catalog cache.
+pub fn relation_owner(relid: Oid) -> Option<Oid> {
+    // SAFETY: a syscache lookup by oid; the tuple is a pg_class row while
+    // held, and released before returning.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(relid));
+        if tuple.is_null() {
+            return None;
+        }
+        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        Some(owner)
     }
 }
 
-/// Runs `f` as the owner of relation `relid`, the way Postgres runs
-/// foreign-key actions.
+/// Runs `f` as the owner of relation `relid`: restricted, `search_path`
+/// pinned, row-level security not hiding rows (as Postgres runs
+/// foreign-key checks).
 pub fn as_table_owner<R>(relid: Oid, f: impl FnOnce() -> R) -> R {
-    let owner = spi_row(Spi::get_one_with_args::<Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
-        &[relid.into()],
-    ))
-    .flatten()
-    .unwrap_or_else(|| crate::errors::fail(crate::errors::Code::ERRCODE_UNDEFINED_TABLE, "table no longer exists"));
-    as_user(owner, f)
+    let Some(owner) = relation_owner(relid) else {
+        fail(
+            Code::ERRCODE_UNDEFINED_TABLE,
+            format!("relation with OID {} no longer exists", relid.to_u32()),
+        )
+    };
+    as_role(owner, pg_sys::SECURITY_NOFORCE_RLS, f)
 }
 
-fn as_user<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
-    let mut user = pg_sys::InvalidOid;
-    let mut context = 0;
-    // SAFETY: both out-pointers are valid locals.
-    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
-    let _restore = RestoreUser { user, context };
-    // SAFETY: switching the current user to an existing role, marked as a
-    // local change so SET ROLE cannot be used meanwhile.
-    unsafe { pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32) };
-    f()
+fn extension_owner() -> Oid {
+    pinned(|| {
+        spi_row(Spi::get_one::<Oid>(
+            "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants'",
+        ))
+        .flatten()
+    })
+    .unwrap_or_else(|| {
+        fail(
+            Code::ERRCODE_UNDEFINED_OBJECT,
+            "extension pg_invariants is not installed in this database",
+        )
+    })
+}
+
+/// Runs `f`, which writes the extension's own tables and names no user
+/// object, as the extension's owner.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    as_role(extension_owner(), 0, f)
+}
+
+/// The role whose rights a statement runs with now (`current_user`).
+pub fn current_user() -> Oid {
+    // SAFETY: reads the session's current user id.
+    unsafe { pg_sys::GetUserId() }
 }

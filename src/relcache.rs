@@ -24,7 +24,8 @@ thread_local! {
     static STALE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Returns the cached `T` for `relid`, building it with `build` if absent.
+/// Returns the cached `T` for `relid`, building it with `build` if absent
+/// (its queries run with `search_path` pinned).
 pub fn get_or_build<T: 'static>(relid: Oid, build: impl FnOnce() -> T) -> Rc<T> {
     let key = (relid, TypeId::of::<T>());
     if STALE.with(|stale| stale.replace(false)) {
@@ -35,7 +36,7 @@ pub fn get_or_build<T: 'static>(relid: Oid, build: impl FnOnce() -> T) -> Rc<T> 
         return value;
     }
     let generation = GENERATION.with(Cell::get);
-    let value = Rc::new(build());
+    let value = Rc::new(crate::privilege::pinned(build));
     if GENERATION.with(Cell::get) == generation {
         ENTRIES.with(|entries| entries.borrow_mut().insert(key, value.clone() as Rc<dyn Any>));
     }

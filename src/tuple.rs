@@ -174,6 +174,19 @@ impl ColumnReader {
         }
     }
 
+    /// The value as it reads in messages without quotes, or NULL.
+    pub fn display_plain(&self, row: &Row) -> String {
+        self.text(row)
+            .map_or("NULL".into(), |bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The value's binary image (its bytes, detoasted), or None for NULL.
+    pub fn image(&self, row: &Row) -> Option<Vec<u8>> {
+        let datum = self.datum(row)?;
+        // SAFETY: a non-null value of this column's type.
+        Some(unsafe { datum_image(datum, self.typlen, self.typbyval) })
+    }
+
     /// True when both rows hold the same binary image in this column.
     pub fn same_image(&self, a: &Row, b: &Row) -> bool {
         match (self.datum(a), self.datum(b)) {
@@ -187,29 +200,54 @@ impl ColumnReader {
         if self.typbyval {
             return x == y;
         }
-        // SAFETY: both are non-null values of this column's type: varlenas
-        // (typlen -1), C strings (-2) or fixed-length by reference.
+        // SAFETY: both are non-null values of this column's type, alive
+        // while the images are compared.
         unsafe {
-            match self.typlen {
-                -1 => {
-                    let (px, py) = (inline_varlena(x), inline_varlena(y));
-                    let (lx, ly) = (
-                        pgrx::varlena::varsize_any_exhdr(px),
-                        pgrx::varlena::varsize_any_exhdr(py),
-                    );
-                    lx == ly
-                        && std::slice::from_raw_parts(pgrx::varlena::vardata_any(px) as *const u8, lx)
-                            == std::slice::from_raw_parts(pgrx::varlena::vardata_any(py) as *const u8, ly)
-                }
-                -2 => CStr::from_ptr(x.cast_mut_ptr()) == CStr::from_ptr(y.cast_mut_ptr()),
-                len => {
-                    let len = len as usize;
-                    std::slice::from_raw_parts(x.cast_mut_ptr::<u8>() as *const u8, len)
-                        == std::slice::from_raw_parts(y.cast_mut_ptr::<u8>() as *const u8, len)
-                }
-            }
+            with_datum_image(x, self.typlen, self.typbyval, |a| {
+                with_datum_image(y, self.typlen, self.typbyval, |b| a == b)
+            })
         }
     }
+}
+
+/// Calls `f` with the binary image of a value: a by-value datum's bytes, a
+/// varlena's data (detoasted), a C string, or fixed-length bytes.
+///
+/// # Safety
+/// `datum` must be a non-null value of a type of length `typlen`, passed by
+/// value when `typbyval`.
+pub unsafe fn with_datum_image<R>(datum: Datum, typlen: i16, typbyval: bool, f: impl FnOnce(&[u8]) -> R) -> R {
+    if typbyval {
+        let len = (typlen.max(0) as usize).min(std::mem::size_of::<Datum>());
+        return f(&datum.value().to_ne_bytes()[..len]);
+    }
+    // SAFETY: per the contract; the header says where a varlena's data is.
+    unsafe {
+        match typlen {
+            -1 => {
+                let packed = inline_varlena(datum);
+                let len = pgrx::varlena::varsize_any_exhdr(packed);
+                f(std::slice::from_raw_parts(
+                    pgrx::varlena::vardata_any(packed) as *const u8,
+                    len,
+                ))
+            }
+            -2 => f(CStr::from_ptr(datum.cast_mut_ptr()).to_bytes()),
+            len => f(std::slice::from_raw_parts(
+                datum.cast_mut_ptr::<u8>() as *const u8,
+                len as usize,
+            )),
+        }
+    }
+}
+
+/// The binary image of a value, copied (see [`with_datum_image`]).
+///
+/// # Safety
+/// As for [`with_datum_image`].
+pub unsafe fn datum_image(datum: Datum, typlen: i16, typbyval: bool) -> Vec<u8> {
+    // SAFETY: per the contract.
+    unsafe { with_datum_image(datum, typlen, typbyval, <[u8]>::to_vec) }
 }
 
 /// A varlena datum with its data inline (short or plain 4-byte header):

@@ -40,3 +40,38 @@ pub fn register_callbacks() {
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
 }
+
+/// Runs `f` in a subtransaction of its own, as a PL/pgSQL exception block
+/// does: an ERROR inside rolls back what `f` did and comes back as `Err`
+/// with its message, and the caller carries on.
+pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: the memory context and resource owner current here are put
+    // back on both paths, as PL/pgSQL does around BeginInternalSubTransaction.
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    // SAFETY: starts a subtransaction, ended on both paths below.
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    restore();
+    pgrx::PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let result = f();
+        // SAFETY: ends the subtransaction begun above, keeping its work.
+        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        restore();
+        Ok(result)
+    }))
+    .catch_others(|error| {
+        restore();
+        // SAFETY: undoes the subtransaction begun above, and its error.
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        Err(match error {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
+            | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
+        })
+    })
+    .execute()
+}

@@ -9,9 +9,12 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 
-use crate::audit_log::capture_at_depth;
-use crate::catalog::{cascade_keys, quote_ident, Table};
+use pgrx::prelude::*;
+
+use crate::audit_log::{capture, RowFlags};
+use crate::catalog::{cascade_keys, quote_ident, spi, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
+use crate::privilege::{as_table_owner, pinned};
 use crate::relcache;
 
 pub const TRIGGER_NAME: &str = "invariants_audit_delete";
@@ -46,32 +49,57 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
             "invariants.audit_delete() must run AFTER DELETE ... REFERENCING OLD TABLE ... FOR EACH STATEMENT",
         ));
     };
-    let Some(table) = Table::lookup(relid) else {
-        return Ok(Datum::from(0));
-    };
-    let source = format!("{} AS o", quote_ident(&old_table));
-    let cascaded = relcache::get_or_build(relid, || CascadeCondition(cascaded_condition(relid)));
-    let depth = match &cascaded.0 {
-        Some(condition) => format!("pg_catalog.pg_trigger_depth() + CASE WHEN {condition} THEN 1 ELSE 0 END"),
-        None => "pg_catalog.pg_trigger_depth()".into(),
-    };
-    // Rows `purge` removes are logged by it, as PURGE.
-    if crate::soft_delete::soft_delete::purging(relid) {
-        return Ok(Datum::from(0));
-    }
-    let trigger_data = Some(trigger as *const _ as *mut _);
-    let rows = capture_at_depth("DELETE", &table, &source, &depth, trigger_data);
-    crate::guards::delete_budget::add(&table, rows as i64)?;
+    pinned(|| {
+        let Some(table) = Table::lookup(relid) else {
+            return Ok(());
+        };
+        // Rows `purge` removes are logged by it, as PURGE.
+        if crate::soft_delete::soft_delete::purging(relid) {
+            return Ok(());
+        }
+        let source = format!("{} AS o", quote_ident(&old_table));
+        let trigger_data = Some(trigger as *const _ as *mut _);
+        let cascaded = cascaded_rows(relid, &source, trigger_data);
+        let rows = capture("DELETE", &table, &source, trigger_data, &cascaded);
+        crate::guards::delete_budget::add(&table, rows as i64)
+    })?;
     Ok(Datum::from(0))
 }
 
-/// The SQL condition, on a deleted row `o`, that a parent it references
-/// through an ON DELETE CASCADE foreign key no longer exists; None when the
-/// table has no such key. Cached per relation.
-struct CascadeCondition(Option<String>);
+/// Flags the rows of the transition table `source` that a cascade removed:
+/// a parent they reference through an ON DELETE CASCADE foreign key no
+/// longer exists. Each parent is read as its owner, as Postgres' own
+/// foreign-key checks read it.
+fn cascaded_rows(relid: pg_sys::Oid, source: &str, trigger: Option<*mut pg_sys::TriggerData>) -> RowFlags {
+    let conditions = relcache::get_or_build(relid, || CascadeConditions(cascade_conditions(relid)));
+    let mut flags = RowFlags::default();
+    for (parent, condition) in &conditions.0 {
+        let sql = format!("SELECT {condition} FROM {source}");
+        as_table_owner(*parent, || {
+            Spi::connect(|client| {
+                if let Some(trigger) = trigger {
+                    // SAFETY: the data of the trigger now running.
+                    unsafe { pg_sys::SPI_register_trigger_data(trigger) };
+                }
+                let rows = spi(client.select(&sql, None, &[]));
+                for (i, row) in rows.enumerate() {
+                    if spi(row.get::<bool>(1)) == Some(true) {
+                        flags.set(i);
+                    }
+                }
+            })
+        });
+    }
+    flags
+}
 
-fn cascaded_condition(relid: pg_sys::Oid) -> Option<String> {
-    let conditions: Vec<String> = cascade_keys(relid, false)
+/// Per parent table, the SQL condition on a deleted row `o` that the parent
+/// row it references through an ON DELETE CASCADE key no longer exists.
+/// Cached per relation.
+struct CascadeConditions(Vec<(pg_sys::Oid, String)>);
+
+fn cascade_conditions(relid: pg_sys::Oid) -> Vec<(pg_sys::Oid, String)> {
+    cascade_keys(relid, false)
         .iter()
         .map(|key| {
             let present = key
@@ -79,13 +107,13 @@ fn cascaded_condition(relid: pg_sys::Oid) -> Option<String> {
                 .iter()
                 .map(|c| format!("o.{} IS NOT NULL", quote_ident(c)))
                 .collect::<Vec<_>>();
-            format!(
+            let condition = format!(
                 "({} AND NOT EXISTS (SELECT FROM {} p WHERE {}))",
                 present.join(" AND "),
                 key.parent.qualified(),
                 key.join_as("o", "p")
-            )
+            );
+            (key.parent.oid, condition)
         })
-        .collect();
-    (!conditions.is_empty()).then(|| conditions.join(" OR "))
+        .collect()
 }

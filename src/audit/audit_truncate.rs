@@ -7,9 +7,10 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 
 use super::truncate_capture_limit;
-use crate::audit_log::capture;
+use crate::audit_log::{capture, RowFlags};
 use crate::catalog::{spi, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
+use crate::privilege::{as_table_owner, pinned};
 
 pub const TRIGGER_NAME: &str = "invariants_audit_truncate";
 
@@ -35,6 +36,12 @@ fn audit_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invari
     }
     // SAFETY: the trigger manager passes an open relation.
     let relid = unsafe { (*trigger.tg_relation).rd_id };
+    pinned(|| guard_and_capture(relid))
+}
+
+/// Refuses the TRUNCATE of a protected table (unless its owner allows it),
+/// or of one holding more rows than its capture limit; copies the rows.
+fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
     let Some(table) = Table::lookup(relid) else {
         return Ok(Datum::from(0));
     };
@@ -53,12 +60,12 @@ fn audit_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invari
         }
         crate::guards::switch_allows("invariants.allow_truncate", &table)?;
     }
-    let rows = spi(Spi::get_one::<i64>(&format!(
+    let count_sql = format!(
         "SELECT count(*) FROM (SELECT FROM ONLY {} LIMIT {}) s",
         table.qualified(),
         limit.saturating_add(1)
-    )))
-    .unwrap_or(0);
+    );
+    let rows = as_table_owner(relid, || spi(Spi::get_one::<i64>(&count_sql))).unwrap_or(0);
     if rows > limit {
         return Err(InvariantError::new(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -75,6 +82,6 @@ fn audit_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invari
         .table(&table.schema, &table.name));
     }
     let source = format!("ONLY {} AS o", table.qualified());
-    capture("TRUNCATE", &table, &source, None);
+    capture("TRUNCATE", &table, &source, None, &RowFlags::default());
     Ok(Datum::from(0))
 }

@@ -7,68 +7,72 @@ use super::{audit_delete, audit_truncate};
 use crate::catalog::{has_trigger, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::guards::guard_drop::drop_own_trigger;
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, pinned};
 
 /// Starts capturing every row removed from `tbl` by DELETE or TRUNCATE.
 /// Calling it again changes the limit and installs the triggers on
 /// partitions attached since.
 #[pg_extern(schema = "invariants")]
 fn enable_audit(tbl: Option<Regclass>, truncate_capture_limit: default!(Option<i64>, "1000000")) {
-    let table = table_arg(tbl, "tbl");
-    let limit = match truncate_capture_limit {
-        None => fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument truncate_capture_limit must not be NULL",
-        ),
-        Some(limit) if limit < 0 => InvariantError::new(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "argument truncate_capture_limit must not be negative",
-        )
-        .hint(
-            "It is the most rows a TRUNCATE may remove (and copy first); 0 refuses any TRUNCATE of a non-empty table.",
-        )
-        .raise(),
-        Some(limit) => limit,
-    };
-    as_extension_owner(|| {
-        spi(Spi::run_with_args(
-            "INSERT INTO invariants.audited_tables (tbl, truncate_capture_limit, enabled_by) VALUES ($1, $2, session_user)
-             ON CONFLICT (tbl) DO UPDATE SET truncate_capture_limit = EXCLUDED.truncate_capture_limit",
-            &[Regclass(table.oid).into(), limit.into()],
-        ))
-    });
-    for relid in partition_tree(table.oid) {
-        if let Some(target) = Table::lookup(relid) {
-            install_triggers(&target);
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let limit = match truncate_capture_limit {
+            None => fail(
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "argument truncate_capture_limit must not be NULL",
+            ),
+            Some(limit) if limit < 0 => InvariantError::new(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                "argument truncate_capture_limit must not be negative",
+            )
+            .hint(
+                "It is the most rows a TRUNCATE may remove (and copy first); 0 refuses any TRUNCATE of a non-empty table.",
+            )
+            .raise(),
+            Some(limit) => limit,
+        };
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO invariants.audited_tables (tbl, truncate_capture_limit, enabled_by) VALUES ($1, $2, session_user)
+                 ON CONFLICT (tbl) DO UPDATE SET truncate_capture_limit = EXCLUDED.truncate_capture_limit",
+                &[Regclass(table.oid).into(), limit.into()],
+            ))
+        });
+        for relid in partition_tree(table.oid) {
+            if let Some(target) = Table::lookup(relid) {
+                install_triggers(&target);
+            }
         }
-    }
+    })
 }
 
 /// Stops capturing; entries already in the log stay. Harmless when the
 /// table is not audited.
 #[pg_extern(schema = "invariants")]
 fn disable_audit(tbl: Option<Regclass>) {
-    let table = table_arg(tbl, "tbl");
-    if crate::guards::protected_limit(table.oid).is_some() {
-        InvariantError::new(
-            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("{} is protected, and its guards need its audit", table.display()),
-        )
-        .hint(format!("Call invariants.unprotect('{}') first.", table.display()))
-        .raise();
-    }
-    as_extension_owner(|| {
-        spi(Spi::run_with_args(
-            "DELETE FROM invariants.audited_tables WHERE tbl = $1",
-            &[Regclass(table.oid).into()],
-        ))
-    });
-    for relid in partition_tree(table.oid) {
-        if let Some(target) = Table::lookup(relid) {
-            drop_own_trigger(&target, audit_delete::TRIGGER_NAME);
-            drop_own_trigger(&target, audit_truncate::TRIGGER_NAME);
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        if crate::guards::protected_limit(table.oid).is_some() {
+            InvariantError::new(
+                Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("{} is protected, and its guards need its audit", table.display()),
+            )
+            .hint(format!("Call invariants.unprotect('{}') first.", table.display()))
+            .raise();
         }
-    }
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "DELETE FROM invariants.audited_tables WHERE tbl = $1",
+                &[Regclass(table.oid).into()],
+            ))
+        });
+        for relid in partition_tree(table.oid) {
+            if let Some(target) = Table::lookup(relid) {
+                drop_own_trigger(&target, audit_delete::TRIGGER_NAME);
+                drop_own_trigger(&target, audit_truncate::TRIGGER_NAME);
+            }
+        }
+    })
 }
 
 pub(crate) fn install_triggers(table: &Table) {

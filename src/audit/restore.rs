@@ -15,7 +15,7 @@ use pgrx::{FromDatum, IntoDatum};
 use crate::audit_log::record_rows;
 use crate::catalog::{self, quote_ident, self_and_ancestors, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, as_table_owner, pinned};
 
 /// An `xid8` argument.
 #[derive(Debug, Clone, Copy)]
@@ -68,38 +68,40 @@ fn restore(
     tbl: default!(Option<Regclass>, "NULL"),
     since: default!(Option<pgrx::datum::TimestampWithTimeZone>, "NULL"),
 ) -> TableIterator<'static, (name!(tbl, Regclass), name!(restored, i64), name!(skipped, i64))> {
-    // Everything the whole database ever lost is never restored by accident.
-    if txid.is_none() && since.is_none() && tbl.is_none() {
-        InvariantError::new(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "restore needs argument txid, tbl or since",
-        )
-        .hint("Pass the transaction that lost the rows (txid => ...), a table (tbl => ...), or since => a time.")
-        .raise();
-    }
-    let only = tbl.map(|t| table_arg(Some(t), "tbl"));
-    let pending = pending_entries(txid, only.as_ref(), since);
-    let mut results = Vec::new();
-    for entries in order_parents_first(pending) {
-        // The caller must own every table it restores into.
-        table_arg(Some(Regclass(entries.table.oid)), "tbl");
-        let (mut restored, mut skipped) = (0, 0);
-        for chunk in entries.removed.chunks(BATCH as usize) {
-            let (r, s) = insert_again(&entries.table, images(chunk));
-            restored += r;
-            skipped += s;
+    pinned(|| {
+        // Everything the whole database ever lost is never restored by accident.
+        if txid.is_none() && since.is_none() && tbl.is_none() {
+            InvariantError::new(
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "restore needs argument txid, tbl or since",
+            )
+            .hint("Pass the transaction that lost the rows (txid => ...), a table (tbl => ...), or since => a time.")
+            .raise();
         }
-        for chunk in entries.repaired.chunks(BATCH as usize) {
-            let (r, s) = put_back(&entries.table, images(chunk));
-            restored += r;
-            skipped += s;
+        let only = tbl.map(|t| table_arg(Some(t), "tbl"));
+        let pending = pending_entries(txid, only.as_ref(), since);
+        let mut results = Vec::new();
+        for entries in order_parents_first(pending) {
+            // The caller must own every table it restores into.
+            table_arg(Some(Regclass(entries.table.oid)), "tbl");
+            let (mut restored, mut skipped) = (0, 0);
+            for chunk in entries.removed.chunks(BATCH as usize) {
+                let (r, s) = insert_again(&entries.table, images(chunk));
+                restored += r;
+                skipped += s;
+            }
+            for chunk in entries.repaired.chunks(BATCH as usize) {
+                let (r, s) = put_back(&entries.table, images(chunk));
+                restored += r;
+                skipped += s;
+            }
+            let used: Vec<i64> = entries.removed.iter().chain(&entries.repaired).copied().collect();
+            let summary = serde_json::json!({"entries": used, "restored": restored, "skipped": skipped});
+            record_rows("RESTORE", &entries.table, vec![JsonB(summary)]);
+            results.push((Regclass(entries.table.oid), restored, skipped));
         }
-        let used: Vec<i64> = entries.removed.iter().chain(&entries.repaired).copied().collect();
-        let summary = serde_json::json!({"entries": used, "restored": restored, "skipped": skipped});
-        record_rows("RESTORE", &entries.table, vec![JsonB(summary)]);
-        results.push((Regclass(entries.table.oid), restored, skipped));
-    }
-    TableIterator::new(results)
+        TableIterator::new(results)
+    })
 }
 
 /// Entries not restored yet, grouped by table. Read as the extension's
@@ -227,7 +229,7 @@ fn writable_columns(table: &Table, images: &[JsonB]) -> Vec<String> {
         .collect()
 }
 
-/// Inserts the images again as the caller; returns (restored, skipped).
+/// Inserts the images again as the table's owner; returns (restored, skipped).
 fn insert_again(table: &Table, images: Vec<JsonB>) -> (i64, i64) {
     if images.is_empty() {
         return (0, 0);
@@ -248,7 +250,8 @@ fn insert_again(table: &Table, images: Vec<JsonB>) -> (i64, i64) {
         t = table.qualified()
     );
     let attempted = images.len() as i64;
-    let inserted = spi(Spi::get_one_with_args::<i64>(&sql, &[images.into()])).unwrap_or(0);
+    let inserted =
+        as_table_owner(table.oid, || spi(Spi::get_one_with_args::<i64>(&sql, &[images.into()]))).unwrap_or(0);
     (inserted, attempted - inserted)
 }
 
@@ -302,6 +305,6 @@ fn put_back(table: &Table, images: Vec<JsonB>) -> (i64, i64) {
         t = table.qualified()
     );
     let attempted = images.len() as i64;
-    let updated = spi(Spi::get_one_with_args::<i64>(&sql, &[images.into()])).unwrap_or(0);
+    let updated = as_table_owner(table.oid, || spi(Spi::get_one_with_args::<i64>(&sql, &[images.into()]))).unwrap_or(0);
     (updated, attempted - updated)
 }

@@ -16,7 +16,7 @@ use writer::{EntryContext, LogWriter};
 
 use crate::catalog::{spi, Table};
 use crate::errors::{fail, Code, InvariantError};
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, as_table_owner, pinned};
 
 thread_local! {
     // Set only while prune_audit deletes; nothing a user runs can set it.
@@ -65,92 +65,114 @@ ALTER TABLE invariants.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
 /// entry saying how many and up to when. Not executable by PUBLIC.
 #[pg_extern(schema = "invariants")]
 fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
-    let Some(older_than) = older_than else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument older_than must not be NULL",
-        );
-    };
-    let negative = spi(Spi::get_one_with_args::<bool>(
-        "SELECT $1 < interval '0'",
-        &[older_than.into()],
-    ));
-    if negative == Some(true) {
-        InvariantError::new(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "argument older_than must not be negative",
-        )
-        .hint("Pass how old entries must be to go, e.g. interval '90 days'.")
-        .raise();
-    }
-    as_extension_owner(|| {
-        PRUNING.with(|p| p.set(true));
-        let _reset = ResetPruning;
-        let removed = spi(Spi::get_one_with_args::<i64>(
-            "WITH gone AS (DELETE FROM invariants.audit_log WHERE at < now() - $1 RETURNING 1)
-             SELECT count(*) FROM gone",
+    pinned(|| {
+        let Some(older_than) = older_than else {
+            fail(
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "argument older_than must not be NULL",
+            );
+        };
+        let negative = spi(Spi::get_one_with_args::<bool>(
+            "SELECT $1 < interval '0'",
             &[older_than.into()],
-        ))
-        .unwrap_or(0);
-        spi(Spi::run_with_args(
-            "INSERT INTO invariants.audit_log (op, tbl, schema_name, table_name, row_data, statement)
-             VALUES ('PRUNE', 'invariants.audit_log'::regclass, 'invariants', 'audit_log',
-                     jsonb_build_object('older_than', $1::text, 'before', now() - $1, 'removed', $2),
-                     CASE WHEN current_setting('invariants.audit_statement', true) = 'off' THEN NULL
-                          ELSE current_query() END)",
+        ));
+        if negative == Some(true) {
+            InvariantError::new(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                "argument older_than must not be negative",
+            )
+            .hint("Pass how old entries must be to go, e.g. interval '90 days'.")
+            .raise();
+        }
+        let removed = as_extension_owner(|| {
+            PRUNING.with(|p| p.set(true));
+            let _reset = ResetPruning;
+            spi(Spi::get_one_with_args::<i64>(
+                "WITH gone AS (DELETE FROM invariants.audit_log WHERE at < now() - $1 RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &[older_than.into()],
+            ))
+            .unwrap_or(0)
+        });
+        let what = spi(Spi::get_one_with_args::<pgrx::JsonB>(
+            "SELECT jsonb_build_object('older_than', $1::text, 'before', now() - $1, 'removed', $2)",
             &[older_than.into(), removed.into()],
         ));
+        let log = crate::catalog::oid_of("invariants.audit_log").and_then(Table::lookup);
+        if let (Some(log), Some(what)) = (log, what) {
+            record_rows("PRUNE", &log, vec![what]);
+        }
         removed
     })
 }
 
 /// Copies every row of `source` (a FROM item aliased `o`) to the log as an
 /// `op` entry of `table`. Inside a trigger pass its data, so that a
-/// transition table can be named in `source`. Returns how many rows.
-pub fn capture(op: &'static str, table: &Table, source: &str, trigger: Option<*mut pg_sys::TriggerData>) -> usize {
-    capture_at_depth(op, table, source, "pg_catalog.pg_trigger_depth()", trigger)
-}
-
-/// Like [`capture`], with `trigger_depth` computed by the SQL expression
-/// `depth` (which may refer to the row as `o`).
+/// transition table can be named in `source`. `cascaded` says, by the
+/// position of a row in `source`, whether a cascade removed it (its
+/// `trigger_depth` is then one more). Returns how many rows.
 ///
-/// The rows are read as the extension's owner (who may read any table),
-/// unless building their images with `to_jsonb` could run a non-superuser's
-/// cast: then as the caller. Either way the entries are written by
-/// [`LogWriter`].
-pub fn capture_at_depth(
+/// Who did it is read first, as the caller. The rows are then read as the
+/// table's owner (see `privilege`); the writer needs no rights at all, as it
+/// plans no query.
+pub fn capture(
     op: &'static str,
     table: &Table,
     source: &str,
-    depth: &str,
     trigger: Option<*mut pg_sys::TriggerData>,
+    cascaded: &RowFlags,
 ) -> usize {
     let entry = EntryContext::current(op, table);
-    let image = RowImage::for_table(table.oid);
-    let columns = match image {
-        Some(_) => "o.*",
-        None => "pg_catalog.to_jsonb(o)",
-    };
-    let query = CString::new(format!("SELECT {columns}, ({depth})::pg_catalog.int4 FROM {source}")).unwrap_or_default();
-    let read = || {
+    let written = as_table_owner(table.oid, || {
+        let image = RowImage::for_table(table.oid);
+        let columns = match image {
+            Some(_) => "o.*",
+            None => "pg_catalog.to_jsonb(o)",
+        };
+        let query = CString::new(format!("SELECT {columns} FROM {source}")).unwrap_or_default();
         Spi::connect(|_client| {
             let mut writer = LogWriter::open(&entry)?;
             // SAFETY: inside an SPI connection; the trigger data is the one
             // Postgres passed to the running trigger; the query's columns
-            // are those of `image`, or one image, then the depth.
-            unsafe { append_query_rows(&mut writer, &query, image.as_ref(), trigger)? };
+            // are those of `image`, or one image.
+            unsafe {
+                append_query_rows(
+                    &mut writer,
+                    &query,
+                    image.as_ref(),
+                    trigger,
+                    entry.trigger_depth,
+                    cascaded,
+                )?
+            };
             Ok::<usize, InvariantError>(writer.finish())
         })
-    };
-    // Images built here run no cast at all; only to_jsonb's could be a user's.
-    let as_caller = image.is_none() && row_image_runs_user_code(table.oid);
-    let written = if as_caller { read() } else { as_extension_owner(read) };
+    });
     written.unwrap_or_else(|error| error.raise())
 }
 
+/// One flag per row of a query, by position: a bitset, so that a million
+/// rows take 125 kB.
+#[derive(Default)]
+pub struct RowFlags(Vec<u64>);
+
+impl RowFlags {
+    pub fn set(&mut self, row: usize) {
+        let word = row / 64;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (row % 64);
+    }
+
+    pub fn get(&self, row: usize) -> bool {
+        self.0.get(row / 64).is_some_and(|word| word & (1 << (row % 64)) != 0)
+    }
+}
+
 /// Runs `query` through a cursor, handing each row to `writer`. Its rows
-/// are the columns `image` reads then an int4 depth, or without `image` a
-/// jsonb image then the depth.
+/// are the columns `image` reads, or without `image` one jsonb image; a
+/// row flagged in `cascaded` is written at `depth` + 1.
 ///
 /// # Safety
 /// Call inside an SPI connection; `trigger`, if any, must be the data of the
@@ -160,12 +182,15 @@ unsafe fn append_query_rows(
     query: &CStr,
     image: Option<&RowImage>,
     trigger: Option<*mut pg_sys::TriggerData>,
+    depth: i32,
+    cascaded: &RowFlags,
 ) -> Result<(), InvariantError> {
     // Images are built here and copied by the writer: reset after each row.
     let mut per_row = PgMemoryContexts::new("pg_invariants row images");
     let width = image.map_or(1, RowImage::width);
-    let mut values = vec![pg_sys::Datum::from(0); width + 1];
-    let mut nulls = vec![true; width + 1];
+    let mut values = vec![pg_sys::Datum::from(0); width];
+    let mut nulls = vec![true; width];
+    let mut row = 0usize;
     // SAFETY: per the contract. Each fetched batch is read through the
     // tuple table SPI returned, deformed into buffers of its width, and
     // freed before the next.
@@ -191,7 +216,7 @@ unsafe fn append_query_rows(
             if fetched == 0 || rows.is_null() {
                 break;
             }
-            outcome = if (*(*rows).tupdesc).natts as usize != width + 1 {
+            outcome = if (*(*rows).tupdesc).natts as usize != width {
                 Err(InvariantError::new(
                     Code::ERRCODE_INTERNAL_ERROR,
                     "the capture query returned an unexpected number of columns",
@@ -200,12 +225,12 @@ unsafe fn append_query_rows(
                 (0..fetched).try_for_each(|i| {
                     let tuple = *(*rows).vals.add(i);
                     pg_sys::heap_deform_tuple(tuple, (*rows).tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                    let depth = if nulls[width] { 0 } else { values[width].value() as i32 };
                     let built = match image {
-                        Some(image) => Some(per_row.switch_to(|_| image.build(&values[..width], &nulls[..width]))?),
+                        Some(image) => Some(per_row.switch_to(|_| image.build(&values, &nulls))?),
                         None => (!nulls[0]).then_some(values[0]),
                     };
-                    writer.append(built, depth);
+                    writer.append(built, depth + i32::from(cascaded.get(row)));
+                    row += 1;
                     per_row.reset();
                     Ok(())
                 })
@@ -219,32 +244,6 @@ unsafe fn append_query_rows(
 
 /// Rows fetched from the capture query at a time.
 const FETCH_ROWS: i64 = 1000;
-
-/// True when `to_jsonb` of a row of `relid` could call a function that
-/// is not a superuser's: a cast to json or jsonb from one of the types the
-/// table uses, through arrays, domains, composites and ranges. Such rows are
-/// turned into images as the caller, never as the extension's owner.
-pub fn row_image_runs_user_code(relid: pg_sys::Oid) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
-        "WITH RECURSIVE types(t) AS (
-             SELECT atttypid FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
-             UNION
-             SELECT s.x FROM types JOIN pg_catalog.pg_type ty ON ty.oid = types.t,
-                    LATERAL (SELECT ty.typelem WHERE ty.typelem <> 0
-                             UNION ALL SELECT ty.typbasetype WHERE ty.typbasetype <> 0
-                             UNION ALL SELECT a.atttypid FROM pg_catalog.pg_attribute a
-                                        WHERE ty.typrelid <> 0 AND a.attrelid = ty.typrelid AND a.attnum > 0
-                             UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = ty.oid) s(x))
-         SELECT EXISTS (
-             SELECT FROM pg_catalog.pg_cast c JOIN types ON c.castsource = types.t
-              WHERE c.casttarget IN ('pg_catalog.json'::pg_catalog.regtype, 'pg_catalog.jsonb'::pg_catalog.regtype)
-                AND c.castmethod = 'f'
-                AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_proc p
-                                    JOIN pg_catalog.pg_roles r ON r.oid = p.proowner
-                                   WHERE p.oid = c.castfunc), false))",
-        &[relid.into()],
-    )) == Some(true)
-}
 
 /// Appends one entry per row image in `rows`, for `op` on `table`.
 pub fn record_rows(op: &'static str, table: &Table, rows: Vec<pgrx::JsonB>) {

@@ -21,7 +21,7 @@ use crate::audit_log::record_event;
 use crate::catalog::{spi, spi_row, Table};
 use crate::errors::{Code, InvariantError};
 use crate::guc::ALLOW_DROP;
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, pinned};
 
 thread_local! {
     // Set while the extension itself changes its triggers (drop_rule,
@@ -151,6 +151,10 @@ fn current_statement() -> String {
 
 fn guard_drop_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     require_event_trigger(fcinfo)?;
+    pinned(guard_drop_event)
+}
+
+fn guard_drop_event() -> Result<Datum, InvariantError> {
     let dropped = dropped_objects();
     // Dropping the extension itself removes its tables too: nothing to guard.
     if dropped
@@ -275,6 +279,10 @@ fn forget_tables(oids: &[Oid]) {
 
 fn guard_alter_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     require_event_trigger(fcinfo)?;
+    pinned(guard_alter_event)
+}
+
+fn guard_alter_event() -> Result<Datum, InvariantError> {
     if INTERNAL.with(Cell::get) {
         return Ok(Datum::from(0));
     }

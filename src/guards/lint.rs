@@ -2,7 +2,9 @@
 use pgrx::prelude::*;
 
 use crate::catalog::{quote_ident, quote_literal, spi};
+use crate::privilege::pinned;
 use crate::rules::spec::RuleSpec;
+use crate::rules::values::ValueSet;
 use crate::rules::violations::detectable;
 
 type Finding = (String, String, String, String);
@@ -20,13 +22,15 @@ fn lint() -> TableIterator<
         name!(fix, String),
     ),
 > {
-    let mut findings: Vec<Finding> = Vec::new();
-    findings.extend(cascades_into_protected());
-    findings.extend(unique_counting_deleted_rows());
-    findings.extend(missing_soft_delete_columns());
-    findings.extend(broken_rules());
-    findings.extend(disabled_protections());
-    TableIterator::new(findings)
+    pinned(|| {
+        let mut findings: Vec<Finding> = Vec::new();
+        findings.extend(cascades_into_protected());
+        findings.extend(unique_counting_deleted_rows());
+        findings.extend(missing_soft_delete_columns());
+        findings.extend(broken_rules());
+        findings.extend(disabled_protections());
+        TableIterator::new(findings)
+    })
 }
 
 fn rows(sql: &str) -> Vec<Vec<String>> {
@@ -157,32 +161,25 @@ fn broken_rules() -> Vec<Finding> {
         })
         .collect();
     for d in found {
-        let values: Vec<(&str, &Vec<String>)> = match &d.rule.spec {
-            RuleSpec::RequireNotNull(s) => vec![(s.when_column.as_str(), &s.when_values)],
-            RuleSpec::RequireOnSet(s) => vec![(s.column.as_str(), &s.allowed)],
+        let values: Vec<(&str, Vec<String>)> = match &d.rule.spec {
+            RuleSpec::RequireNotNull(s) => vec![(s.when_column.as_str(), s.when_values.clone())],
+            RuleSpec::RequireOnSet(s) => vec![(s.column.as_str(), s.allowed.clone())],
+            RuleSpec::AllowTransitions(s) => vec![(s.column.as_str(), s.states())],
             _ => Vec::new(),
         };
-        for (column, list) in values {
-            let type_oid = crate::catalog::columns(d.table.oid)
+        for (name, list) in values {
+            let Some(column) = crate::catalog::columns(d.table.oid)
                 .into_iter()
-                .find(|c| c.name == column)
-                .map(|c| c.type_oid);
-            let Some(type_oid) = type_oid else { continue };
-            let misfit = list.iter().find(|v| {
-                spi(Spi::get_one_with_args::<bool>(
-                    "SELECT invariants.is_valid_input($1, $2)",
-                    &[v.as_str().into(), type_oid.into()],
-                )) != Some(true)
-            });
-            if let Some(value) = misfit {
+                .find(|c| c.name == name)
+            else {
+                continue;
+            };
+            if let Err(problem) = ValueSet::compile(&d.table, &column, &list) {
                 let table = d.table.display();
                 findings.push((
                     "error".to_string(),
                     format!("{table}: rule {}", d.rule.name),
-                    format!(
-                        "value {} no longer fits column {column}, whose type changed",
-                        quote_literal(value)
-                    ),
+                    format!("the values of column {name} no longer fit it, whose type changed: {problem}"),
                     format!(
                         "SELECT invariants.drop_rule({}, {}); -- then declare it again",
                         quote_literal(&table),

@@ -3,57 +3,61 @@ use pgrx::prelude::*;
 
 use crate::catalog::{spi, table_arg, Regclass};
 use crate::errors::{fail, Code, InvariantError};
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, pinned};
 
 /// Audit plus every guard in one call: TRUNCATE refused unless allowed, at
 /// most `max_delete_rows` rows deleted per transaction (0 = no limit), DROP
 /// refused unless allowed. Calling it again changes the limit.
 #[pg_extern(schema = "invariants")]
 fn protect(tbl: Option<Regclass>, max_delete_rows: default!(Option<i64>, "1000")) {
-    let table = table_arg(tbl, "tbl");
-    let limit = match max_delete_rows {
-        None => fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument max_delete_rows must not be NULL",
-        ),
-        Some(limit) if limit < 0 => InvariantError::new(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "argument max_delete_rows must not be negative",
-        )
-        .hint("Pass the most rows one transaction may delete, or 0 for no limit.")
-        .raise(),
-        Some(limit) => limit,
-    };
-    // Audit first (keeping an existing capture limit): the guards ride on
-    // its triggers.
-    let audited = spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM invariants.audited_tables WHERE tbl = $1)",
-        &[Regclass(table.oid).into()],
-    )) == Some(true);
-    let enable = if audited {
-        "SELECT invariants.enable_audit($1, (SELECT truncate_capture_limit FROM invariants.audited_tables WHERE tbl = $1))"
-    } else {
-        "SELECT invariants.enable_audit($1)"
-    };
-    spi(Spi::run_with_args(enable, &[Regclass(table.oid).into()]));
-    as_extension_owner(|| {
-        spi(Spi::run_with_args(
-            "INSERT INTO invariants.protected_tables (tbl, max_delete_rows, protected_by) VALUES ($1, $2, session_user)
-             ON CONFLICT (tbl) DO UPDATE SET max_delete_rows = EXCLUDED.max_delete_rows",
-            &[Regclass(table.oid).into(), limit.into()],
-        ))
-    });
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let limit = match max_delete_rows {
+            None => fail(
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "argument max_delete_rows must not be NULL",
+            ),
+            Some(limit) if limit < 0 => InvariantError::new(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                "argument max_delete_rows must not be negative",
+            )
+            .hint("Pass the most rows one transaction may delete, or 0 for no limit.")
+            .raise(),
+            Some(limit) => limit,
+        };
+        // Audit first (keeping an existing capture limit): the guards ride on
+        // its triggers.
+        let audited = spi(Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM invariants.audited_tables WHERE tbl = $1)",
+            &[Regclass(table.oid).into()],
+        )) == Some(true);
+        let enable = if audited {
+            "SELECT invariants.enable_audit($1, (SELECT truncate_capture_limit FROM invariants.audited_tables WHERE tbl = $1))"
+        } else {
+            "SELECT invariants.enable_audit($1)"
+        };
+        spi(Spi::run_with_args(enable, &[Regclass(table.oid).into()]));
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO invariants.protected_tables (tbl, max_delete_rows, protected_by) VALUES ($1, $2, session_user)
+                 ON CONFLICT (tbl) DO UPDATE SET max_delete_rows = EXCLUDED.max_delete_rows",
+                &[Regclass(table.oid).into(), limit.into()],
+            ))
+        });
+    })
 }
 
 /// Removes the guards; the audit stays until `disable_audit`. Harmless when
 /// the table is not protected.
 #[pg_extern(schema = "invariants")]
 fn unprotect(tbl: Option<Regclass>) {
-    let table = table_arg(tbl, "tbl");
-    as_extension_owner(|| {
-        spi(Spi::run_with_args(
-            "DELETE FROM invariants.protected_tables WHERE tbl = $1",
-            &[Regclass(table.oid).into()],
-        ))
-    });
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "DELETE FROM invariants.protected_tables WHERE tbl = $1",
+                &[Regclass(table.oid).into()],
+            ))
+        });
+    })
 }

@@ -208,9 +208,10 @@ mod tests {
         run("CREATE TABLE notes (id int PRIMARY KEY)");
         run("SELECT invariants.enable_audit('notes')");
         run("ALTER TABLE notes DISABLE TRIGGER invariants_audit_delete");
-        let fix = Spi::get_one::<String>("SELECT fix FROM invariants.lint() WHERE object = 'talent.talent_user'")
-            .unwrap()
-            .unwrap();
+        let fix =
+            Spi::get_one::<String>("SELECT fix FROM invariants.lint() WHERE object = 'public.talent.talent_user'")
+                .unwrap()
+                .unwrap();
         assert!(
             fix.contains("ON DELETE RESTRICT") && fix.contains("DROP CONSTRAINT \"talent_user\""),
             "{fix}"
@@ -220,13 +221,13 @@ mod tests {
             1
         );
         assert_eq!(
-            count("SELECT count(*) FROM invariants.lint() WHERE object = 'notes: trigger invariants_audit_delete' AND fix LIKE 'ALTER TABLE notes ENABLE TRIGGER%'"),
+            count("SELECT count(*) FROM invariants.lint() WHERE object = 'public.notes: trigger invariants_audit_delete' AND fix LIKE 'ALTER TABLE public.notes ENABLE TRIGGER%'"),
             1
         );
         // Applying the fix clears the finding.
         run(&fix);
         assert_eq!(
-            count("SELECT count(*) FROM invariants.lint() WHERE object = 'talent.talent_user'"),
+            count("SELECT count(*) FROM invariants.lint() WHERE object = 'public.talent.talent_user'"),
             0
         );
     }

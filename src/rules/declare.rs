@@ -5,28 +5,46 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use super::spec::{AllowTransitions, Repair, RequireNotNull, RequireOnSet, RuleSpec, WriteOnce, WriteOnceMode};
-use crate::catalog::{invalidate, quote_ident, spi, table_arg, Regclass, Table};
+use crate::catalog::{self, invalidate, quote_ident, quote_literal, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, pinned};
 
 pub const TRIGGER_NAME: &str = "invariants_rules";
 
 /// Declares a rule of any kind; returns its name.
 #[pg_extern(schema = "invariants")]
 fn add_rule(tbl: Option<Regclass>, name: Option<&str>, kind: Option<&str>, spec: Option<JsonB>) -> String {
-    let table = table_arg(tbl, "tbl");
-    let Some(kind) = kind else {
-        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument kind must not be NULL")
-    };
-    let Some(JsonB(spec)) = spec else {
-        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument spec must not be NULL")
-    };
-    let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| e.raise());
-    let name = match name {
-        Some(name) => name.to_string(),
-        None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument name must not be NULL"),
-    };
-    declare(&table, &name, spec)
+    // A count rule's child table is named as the caller sees it.
+    let spec = spec.map(|JsonB(mut spec)| {
+        if kind == Some("require_count") {
+            if let Some(child) = spec.get("child").and_then(|c| c.as_str()).map(str::to_string) {
+                let Some(table) = catalog::oid_of(&child).and_then(Table::lookup) else {
+                    InvariantError::new(
+                        Code::ERRCODE_UNDEFINED_TABLE,
+                        format!("argument spec: child table {} does not exist", quote_literal(&child)),
+                    )
+                    .raise()
+                };
+                spec["child"] = serde_json::Value::String(table.qualified());
+            }
+        }
+        JsonB(spec)
+    });
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let Some(kind) = kind else {
+            fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument kind must not be NULL")
+        };
+        let Some(JsonB(spec)) = spec else {
+            fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument spec must not be NULL")
+        };
+        let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| e.raise());
+        let name = match name {
+            Some(name) => name.to_string(),
+            None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument name must not be NULL"),
+        };
+        declare(&table, &name, spec)
+    })
 }
 
 /// `column` must not be NULL while `when_column` holds one of `when_values`.
@@ -41,19 +59,21 @@ fn require_not_null(
     message: default!(Option<&str>, "NULL"),
     repair: default!(Option<JsonB>, "NULL"),
 ) -> String {
-    let args = ValueRuleArgs::parse(tbl, column, when_column, when_values, "when_values", message, repair);
-    let name = name.map_or_else(
-        || format!("{}_required_when_{}", args.column, args.when_column),
-        str::to_string,
-    );
-    let spec = RuleSpec::RequireNotNull(RequireNotNull {
-        column: args.column,
-        when_column: args.when_column,
-        when_values: args.values,
-        message: args.message,
-        repair: args.repair,
-    });
-    declare(&args.table, &name, spec)
+    pinned(|| {
+        let args = ValueRuleArgs::parse(tbl, column, when_column, when_values, "when_values", message, repair);
+        let name = name.map_or_else(
+            || format!("{}_required_when_{}", args.column, args.when_column),
+            str::to_string,
+        );
+        let spec = RuleSpec::RequireNotNull(RequireNotNull {
+            column: args.column,
+            when_column: args.when_column,
+            when_values: args.values,
+            message: args.message,
+            repair: args.repair,
+        });
+        declare(&args.table, &name, spec)
+    })
 }
 
 /// Once `when_column` is set (not NULL), `column` must be one of `allowed`.
@@ -67,19 +87,21 @@ fn require_on_set(
     message: default!(Option<&str>, "NULL"),
     repair: default!(Option<JsonB>, "NULL"),
 ) -> String {
-    let args = ValueRuleArgs::parse(tbl, column, when_column, allowed, "allowed", message, repair);
-    let name = name.map_or_else(
-        || format!("{}_allowed_when_{}_set", args.column, args.when_column),
-        str::to_string,
-    );
-    let spec = RuleSpec::RequireOnSet(RequireOnSet {
-        column: args.column,
-        when_column: args.when_column,
-        allowed: args.values,
-        message: args.message,
-        repair: args.repair,
-    });
-    declare(&args.table, &name, spec)
+    pinned(|| {
+        let args = ValueRuleArgs::parse(tbl, column, when_column, allowed, "allowed", message, repair);
+        let name = name.map_or_else(
+            || format!("{}_allowed_when_{}_set", args.column, args.when_column),
+            str::to_string,
+        );
+        let spec = RuleSpec::RequireOnSet(RequireOnSet {
+            column: args.column,
+            when_column: args.when_column,
+            allowed: args.values,
+            message: args.message,
+            repair: args.repair,
+        });
+        declare(&args.table, &name, spec)
+    })
 }
 
 /// The arguments the two value-list shorthands share, checked in order.
@@ -122,31 +144,33 @@ fn write_once(
     name: default!(Option<&str>, "NULL"),
     message: default!(Option<&str>, "NULL"),
 ) -> String {
-    let table = table_arg(tbl, "tbl");
-    let column = required(column, "column");
-    let mode = match mode {
-        Some("no_clear") => WriteOnceMode::NoClear,
-        Some("immutable") => WriteOnceMode::Immutable,
-        Some(other) => InvariantError::new(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("argument mode: unknown mode \"{other}\""),
-        )
-        .hint("Use 'no_clear' (never back to NULL) or 'immutable' (never changes once set).")
-        .raise(),
-        None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument mode must not be NULL"),
-    };
-    let suffix = if mode == WriteOnceMode::Immutable {
-        "immutable"
-    } else {
-        "write_once"
-    };
-    let name = name.map_or_else(|| format!("{column}_{suffix}"), str::to_string);
-    let spec = RuleSpec::WriteOnce(WriteOnce {
-        column,
-        mode,
-        message: message.map(str::to_string),
-    });
-    declare(&table, &name, spec)
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let column = required(column, "column");
+        let mode = match mode {
+            Some("no_clear") => WriteOnceMode::NoClear,
+            Some("immutable") => WriteOnceMode::Immutable,
+            Some(other) => InvariantError::new(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("argument mode: unknown mode \"{other}\""),
+            )
+            .hint("Use 'no_clear' (never back to NULL) or 'immutable' (never changes once set).")
+            .raise(),
+            None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument mode must not be NULL"),
+        };
+        let suffix = if mode == WriteOnceMode::Immutable {
+            "immutable"
+        } else {
+            "write_once"
+        };
+        let name = name.map_or_else(|| format!("{column}_{suffix}"), str::to_string);
+        let spec = RuleSpec::WriteOnce(WriteOnce {
+            column,
+            mode,
+            message: message.map(str::to_string),
+        });
+        declare(&table, &name, spec)
+    })
 }
 
 /// `column` may change only along the edges of `graph`
@@ -159,51 +183,55 @@ fn allow_transitions(
     name: default!(Option<&str>, "NULL"),
     message: default!(Option<&str>, "NULL"),
 ) -> String {
-    let table = table_arg(tbl, "tbl");
-    let column = required(column, "column");
-    let Some(JsonB(graph)) = graph else {
-        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument graph must not be NULL")
-    };
-    let graph = serde_json::from_value(graph).unwrap_or_else(|e| {
-        InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument graph: {e}"))
-            .hint("Pass an object mapping each state to the list of states it may change to, e.g. {\"pending\": [\"sent\"]}.")
-            .raise()
-    });
-    let name = name.map_or_else(|| format!("{column}_transitions"), str::to_string);
-    let spec = RuleSpec::AllowTransitions(AllowTransitions {
-        column,
-        graph,
-        message: message.map(str::to_string),
-        repair: None,
-    });
-    declare(&table, &name, spec)
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let column = required(column, "column");
+        let Some(JsonB(graph)) = graph else {
+            fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument graph must not be NULL")
+        };
+        let graph = serde_json::from_value(graph).unwrap_or_else(|e| {
+            InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument graph: {e}"))
+                .hint("Pass an object mapping each state to the list of states it may change to, e.g. {\"pending\": [\"sent\"]}.")
+                .raise()
+        });
+        let name = name.map_or_else(|| format!("{column}_transitions"), str::to_string);
+        let spec = RuleSpec::AllowTransitions(AllowTransitions {
+            column,
+            graph,
+            message: message.map(str::to_string),
+            repair: None,
+        });
+        declare(&table, &name, spec)
+    })
 }
 
 /// Removes a rule; the table's trigger is reinstalled without it.
 #[pg_extern(schema = "invariants")]
 fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
-    let table = table_arg(tbl, "tbl");
-    let name = required(name, "name");
-    let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
-    if let Some(RuleSpec::RequireCount(count)) = rules.iter().find(|r| r.name == name).map(|r| &r.spec) {
-        super::require_count::drop_triggers(&table, &name, count);
-    }
-    let removed = as_extension_owner(|| {
-        spi(Spi::get_one_with_args::<i64>(
-            "WITH gone AS (DELETE FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2 RETURNING 1)
-             SELECT count(*) FROM gone",
-            &[Regclass(table.oid).into(), name.as_str().into()],
-        ))
-    });
-    if removed != Some(1) {
-        InvariantError::new(
-            Code::ERRCODE_UNDEFINED_OBJECT,
-            format!("rule \"{name}\" of table {} does not exist", table.display()),
-        )
-        .hint("SELECT name FROM invariants.rules WHERE tbl = '...'::regclass lists the table's rules.")
-        .raise();
-    }
-    install_trigger(&table);
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let name = required(name, "name");
+        let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
+        if let Some(RuleSpec::RequireCount(count)) = rules.iter().find(|r| r.name == name).map(|r| &r.spec) {
+            super::require_count::drop_triggers(&table, &name, count);
+        }
+        let removed = as_extension_owner(|| {
+            spi(Spi::get_one_with_args::<i64>(
+                "WITH gone AS (DELETE FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2 RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &[Regclass(table.oid).into(), name.as_str().into()],
+            ))
+        });
+        if removed != Some(1) {
+            InvariantError::new(
+                Code::ERRCODE_UNDEFINED_OBJECT,
+                format!("rule \"{name}\" of table {} does not exist", table.display()),
+            )
+            .hint("SELECT name FROM invariants.rules WHERE tbl = '...'::regclass lists the table's rules.")
+            .raise();
+        }
+        install_trigger(&table);
+    })
 }
 
 pub(super) fn required(value: Option<&str>, arg: &str) -> String {
@@ -285,7 +313,7 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
         }
         other => other,
     };
-    spec.validate(table).unwrap_or_else(|e| e.raise());
+    let spec = spec.complete(table).unwrap_or_else(|e| e.raise());
     as_extension_owner(|| {
         spi(Spi::run_with_args(
             "INSERT INTO invariants.rule_definitions (tbl, name, kind, spec, created_by)

@@ -4,12 +4,12 @@
 //! or its rules change.
 
 use pgrx::pg_sys::{self, Datum, Oid};
-use pgrx::prelude::*;
 
 use super::spec::{RuleSpec, WriteOnceMode};
-use crate::catalog::{self, key_columns, self_and_ancestors, spi, Column, Table};
+use super::values::ValueSet;
+use crate::catalog::{self, key_columns, self_and_ancestors, Column, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
-use crate::fast_hash::{FastMap, FastSet};
+use crate::fast_hash::FastSet;
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
@@ -24,27 +24,31 @@ CREATE FUNCTION invariants.enforce_rules() RETURNS trigger
     requires = ["schema"]
 );
 
-type Bytes = Vec<u8>;
-
 enum Check {
     RequireNotNull {
         column: ColumnReader,
         when: ColumnReader,
-        when_values: FastSet<Bytes>,
+        when_values: ValueSet,
     },
     RequireOnSet {
         column: ColumnReader,
         when: ColumnReader,
-        allowed: FastSet<Bytes>,
+        allowed: ValueSet,
     },
     WriteOnce {
         column: ColumnReader,
         mode: WriteOnceMode,
+        /// Compares old and new values in the column's type (immutable).
+        values: ValueSet,
     },
     Transitions {
         column: ColumnReader,
-        next: FastMap<Bytes, FastSet<Bytes>>,
-        states: FastSet<Bytes>,
+        /// Every state the graph names, by position.
+        states: ValueSet,
+        /// For each state's position, the positions it may change to.
+        next: Vec<FastSet<usize>>,
+        /// The states' canonical text, by position, for messages.
+        names: Vec<String>,
     },
 }
 
@@ -116,8 +120,7 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
             when,
             when_values,
         } => {
-            let required = when.with_text(new, |value| value.is_some_and(|v| when_values.contains(v)));
-            if required && column.is_null(new) {
+            if column.is_null(new) && when_values.contains(when, new) {
                 return Some(Violation {
                     detail: format!("{} is NULL while {} = {}.", column.name, when.name, when.display(new)),
                     hint: format!(
@@ -132,7 +135,7 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
             if when.is_null(new) {
                 return None;
             }
-            match column.with_text(new, |value| value.is_some_and(|v| allowed.contains(v))) {
+            match allowed.contains(column, new) {
                 true => None,
                 false => Some(Violation {
                     detail: format!(
@@ -149,13 +152,13 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
                 }),
             }
         }
-        Check::WriteOnce { column, mode } => {
+        Check::WriteOnce { column, mode, values } => {
             let old = old?;
             if column.is_null(old) {
                 return None;
             }
             let cleared = column.is_null(new);
-            let changed = *mode == WriteOnceMode::Immutable && !column.same_image(old, new);
+            let changed = *mode == WriteOnceMode::Immutable && !values.same(column, old, new);
             if !(cleared || changed) {
                 return None;
             }
@@ -173,29 +176,37 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
                 hint,
             })
         }
-        Check::Transitions { column, next, states } => {
-            let allowed = column.with_text(new, |to| match old {
-                None => transition_allowed(next, states, None, to),
-                Some(old) => column.with_text(old, |from| transition_allowed(next, states, from, to)),
-            });
+        Check::Transitions {
+            column,
+            states,
+            next,
+            names,
+        } => {
+            let to = column.datum(new).map(|datum| states.position(datum));
+            let from = old.and_then(|old| column.datum(old).map(|datum| states.position(datum)));
+            let unchanged = old.is_some_and(|old| states.same(column, old, new));
+            let allowed = match (from, to) {
+                // Back to NULL only from NULL (a new row, or an old NULL).
+                (_, None) => from.is_none(),
+                _ if unchanged => true,
+                // A known state after an unknown one (or none) is an entry point.
+                (None | Some(None), Some(to)) => to.is_some(),
+                (Some(Some(from)), Some(to)) => to.is_some_and(|to| next[from].contains(&to)),
+            };
             if allowed {
                 return None;
             }
-            let from = old.and_then(|old| column.text(old));
             let old_display = old.map_or("(new row)".to_string(), |old| column.display(old));
-            let targets = from
-                .as_ref()
-                .and_then(|from| next.get(from))
-                .map(|targets| {
-                    let mut names: Vec<String> = targets
-                        .iter()
-                        .map(|t| format!("'{}'", String::from_utf8_lossy(t)))
-                        .collect();
-                    names.sort();
-                    names.join(", ")
-                })
-                .filter(|names| !names.is_empty())
-                .unwrap_or_else(|| "none".to_string());
+            let targets = match from {
+                Some(Some(from)) => {
+                    let mut targets: Vec<String> = next[from].iter().map(|i| format!("'{}'", names[*i])).collect();
+                    targets.sort();
+                    Some(targets.join(", "))
+                        .filter(|t| !t.is_empty())
+                        .unwrap_or_else(|| "none".into())
+                }
+                _ => String::new(),
+            };
             Some(Violation {
                 detail: format!(
                     "{} would change from {} to {}.",
@@ -203,29 +214,13 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
                     old_display,
                     column.display(new)
                 ),
-                hint: if old.is_some() && from.is_some() {
+                hint: if matches!(from, Some(Some(_))) {
                     format!("From {old_display}, {} may change to: {targets}.", column.name)
                 } else {
                     format!("{} must be one of the states of the rule's graph.", column.name)
                 },
             })
         }
-    }
-}
-
-fn transition_allowed(
-    next: &FastMap<Bytes, FastSet<Bytes>>,
-    states: &FastSet<Bytes>,
-    from: Option<&[u8]>,
-    to: Option<&[u8]>,
-) -> bool {
-    match (from, to) {
-        (_, None) => from.is_none(),
-        (Some(from), Some(to)) if from == to => true,
-        // A known state after an unknown one (or none) is a valid entry point.
-        (Some(from), Some(to)) if !states.contains(from) => states.contains(to),
-        (Some(from), Some(to)) => next.get(from).is_some_and(|targets| targets.contains(to)),
-        (None, Some(to)) => states.contains(to),
     }
 }
 
@@ -322,6 +317,28 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
         let Some(table) = Table::lookup(rule.tbl) else {
             continue;
         };
+        let values = |column: &Column, list: &[String]| -> Result<ValueSet, InvariantError> {
+            ValueSet::compile(&table, column, list).map_err(|problem| {
+                InvariantError::new(
+                    Code::ERRCODE_DATATYPE_MISMATCH,
+                    format!(
+                        "rule \"{}\" of table {} names values that column \"{}\" no longer takes",
+                        rule.name,
+                        table.display(),
+                        column.name
+                    ),
+                )
+                .detail(problem)
+                .hint(format!(
+                    "Drop the rule with invariants.drop_rule('{}', '{}') and declare it again.",
+                    table.display(),
+                    rule.name
+                ))
+                .table(&table.schema, &table.name)
+                .column(&column.name)
+                .constraint(&rule.name)
+            })
+        };
         let check = match &rule.spec {
             RuleSpec::RequireNotNull(s) => {
                 let (_, column) = reader(&rule, &table, &s.column)?;
@@ -329,7 +346,7 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
                 Check::RequireNotNull {
                     column,
                     when,
-                    when_values: canonical(&when_column, &s.when_values),
+                    when_values: values(&when_column, &s.when_values)?,
                 }
             }
             RuleSpec::RequireOnSet(s) => {
@@ -338,31 +355,33 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
                 Check::RequireOnSet {
                     column,
                     when,
-                    allowed: canonical(&target, &s.allowed),
+                    allowed: values(&target, &s.allowed)?,
                 }
             }
-            RuleSpec::WriteOnce(s) => Check::WriteOnce {
-                column: reader(&rule, &table, &s.column)?.1,
-                mode: s.mode,
-            },
+            RuleSpec::WriteOnce(s) => {
+                let (target, column) = reader(&rule, &table, &s.column)?;
+                Check::WriteOnce {
+                    column,
+                    mode: s.mode,
+                    values: values(&target, &[])?,
+                }
+            }
             RuleSpec::RequireCount(_) => continue,
             RuleSpec::AllowTransitions(s) => {
                 let (target, column) = reader(&rule, &table, &s.column)?;
-                let next = s
-                    .graph
-                    .iter()
-                    .map(|(from, to)| {
-                        let from = canonical(&target, std::slice::from_ref(from))
-                            .into_iter()
-                            .next()
-                            .unwrap_or_default();
-                        (from, canonical(&target, to))
-                    })
-                    .collect();
+                let names = s.states();
+                let position = |state: &String| names.iter().position(|n| n == state);
+                let mut next = vec![FastSet::default(); names.len()];
+                for (from, to) in &s.graph {
+                    if let Some(from) = position(from) {
+                        next[from].extend(to.iter().filter_map(position));
+                    }
+                }
                 Check::Transitions {
                     column,
+                    states: values(&target, &names)?,
                     next,
-                    states: canonical(&target, &s.states()),
+                    names,
                 }
             }
         };
@@ -379,17 +398,4 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
         .filter_map(|name| columns.iter().find(|c| &c.name == name).map(ColumnReader::new))
         .collect();
     Ok(CompiledRules { rules: compiled, key })
-}
-
-/// The declared values in the column type's own text form, as the trigger
-/// reads stored values (so '1.0' declared for a numeric(3,1) matches 1.0).
-fn canonical(column: &Column, values: &[String]) -> FastSet<Bytes> {
-    let texts = spi(Spi::get_one_with_args::<Vec<String>>(
-        &format!(
-            "SELECT array_agg(pg_catalog.format('%s', v::{})) FROM unnest($1::text[]) v",
-            column.type_name
-        ),
-        &[values.to_vec().into()],
-    ));
-    texts.unwrap_or_default().into_iter().map(String::into_bytes).collect()
 }

@@ -13,6 +13,7 @@ pub mod enforce_rules;
 pub mod repair;
 pub mod require_count;
 pub mod spec;
+pub mod values;
 pub mod violations;
 
 use pgrx::pg_sys::Oid;

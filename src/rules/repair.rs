@@ -4,11 +4,13 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use super::spec::repair_value_text;
+use super::spec::{repair_value_text, Params};
+use super::values;
 use super::violations::{detectable, rule_not_detectable, Detectable};
 use crate::audit_log::record_rows;
 use crate::catalog::{self, quote_ident, quote_literal, spi, table_arg, Regclass};
 use crate::errors::{fail, Code, InvariantError};
+use crate::privilege::{as_table_owner, pinned};
 
 /// Repairs every repairable rule (of `tbl`, named `rule`), or with `dry_run`
 /// only counts what it would repair.
@@ -27,55 +29,57 @@ fn repair(
         name!(group_ids, Vec<String>),
     ),
 > {
-    let Some(dry_run) = dry_run else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument dry_run must not be NULL",
-        )
-    };
-    let table = tbl.map(|t| table_arg(Some(t), "tbl"));
-    let oids = table.as_ref().map(|t| vec![t.oid]);
-    let (candidates, _) = detectable(oids.as_deref());
-    if let (Some(table), Some(rule)) = (&table, rule) {
-        if !candidates.iter().any(|d| d.rule.name == rule) {
-            rule_not_detectable(table, rule);
-        }
-    }
-    let selected: Vec<&Detectable> = candidates
-        .iter()
-        .filter(|d| rule.is_none_or(|r| r == d.rule.name))
-        .collect();
-    if let Some(rule) = rule {
-        if selected.is_empty() {
+    pinned(|| {
+        let Some(dry_run) = dry_run else {
             fail(
-                Code::ERRCODE_UNDEFINED_OBJECT,
-                format!("argument rule: no detectable rule named \"{rule}\" exists"),
-            );
-        }
-        if let Some(d) = selected.iter().find(|d| d.rule.spec.repair().is_none()) {
-            InvariantError::new(
-                Code::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!(
-                    "argument rule: rule \"{rule}\" of table {} has no repair",
-                    d.table.display()
-                ),
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "argument dry_run must not be NULL",
             )
-            .hint("Declare the rule with a repair, e.g. repair => '{\"set\": {\"status\": \"pending\"}}'.")
-            .raise();
+        };
+        let table = tbl.map(|t| table_arg(Some(t), "tbl"));
+        let oids = table.as_ref().map(|t| vec![t.oid]);
+        let (candidates, _) = detectable(oids.as_deref());
+        if let (Some(table), Some(rule)) = (&table, rule) {
+            if !candidates.iter().any(|d| d.rule.name == rule) {
+                rule_not_detectable(table, rule);
+            }
         }
-    }
-    let mut results = Vec::new();
-    for d in selected.into_iter().filter(|d| d.rule.spec.repair().is_some()) {
-        // Only the table's owner may change it. Over all tables (a scheduled
-        // repair), the tables of other owners are left out.
-        if table.is_none() && !crate::guards::is_owner(&d.table) {
-            continue;
+        let selected: Vec<&Detectable> = candidates
+            .iter()
+            .filter(|d| rule.is_none_or(|r| r == d.rule.name))
+            .collect();
+        if let Some(rule) = rule {
+            if selected.is_empty() {
+                fail(
+                    Code::ERRCODE_UNDEFINED_OBJECT,
+                    format!("argument rule: no detectable rule named \"{rule}\" exists"),
+                );
+            }
+            if let Some(d) = selected.iter().find(|d| d.rule.spec.repair().is_none()) {
+                InvariantError::new(
+                    Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                    format!(
+                        "argument rule: rule \"{rule}\" of table {} has no repair",
+                        d.table.display()
+                    ),
+                )
+                .hint("Declare the rule with a repair, e.g. repair => '{\"set\": {\"status\": \"pending\"}}'.")
+                .raise();
+            }
         }
-        table_arg(Some(Regclass(d.table.oid)), "tbl");
-        let (fixed, groups) = if dry_run { count_repairable(d) } else { repair_rule(d) };
-        results.push((Regclass(d.table.oid), d.rule.name.clone(), fixed, groups));
-    }
-    TableIterator::new(results)
+        let mut results = Vec::new();
+        for d in selected.into_iter().filter(|d| d.rule.spec.repair().is_some()) {
+            // Only the table's owner may change it. Over all tables (a scheduled
+            // repair), the tables of other owners are left out.
+            if table.is_none() && !crate::guards::is_owner(&d.table) {
+                continue;
+            }
+            table_arg(Some(Regclass(d.table.oid)), "tbl");
+            let (fixed, groups) = if dry_run { count_repairable(d) } else { repair_rule(d) };
+            results.push((Regclass(d.table.oid), d.rule.name.clone(), fixed, groups));
+        }
+        TableIterator::new(results)
+    })
 }
 
 fn group_expression(d: &Detectable, alias: &str) -> String {
@@ -86,37 +90,51 @@ fn group_expression(d: &Detectable, alias: &str) -> String {
 }
 
 fn count_repairable(d: &Detectable) -> (i64, Vec<String>) {
+    let mut params = Params::default();
     let sql = format!(
         "SELECT count(*), coalesce(array_agg(DISTINCT g) FILTER (WHERE g IS NOT NULL), '{{}}')
            FROM (SELECT {} AS g FROM {} t WHERE {}) s",
         group_expression(d, "t"),
         d.table.qualified(),
-        d.predicate
+        d.predicate(&mut params).unwrap_or_else(|| "false".into())
     );
-    let (count, groups) = spi(Spi::get_two::<i64, Vec<String>>(&sql));
+    let args = params.args();
+    let (count, groups) = as_table_owner(d.table.oid, || {
+        spi(Spi::get_two_with_args::<i64, Vec<String>>(&sql, &args))
+    });
     (count.unwrap_or(0), groups.unwrap_or_default())
 }
 
-/// Updates the violating rows as the caller (so the table's privileges,
-/// policies and triggers apply), then logs their previous images.
+/// Updates the violating rows as the table's owner, then logs their
+/// previous images.
 fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
     let Some(repair) = d.rule.spec.repair() else {
         return (0, Vec::new());
     };
     let columns = catalog::columns(d.table.oid);
+    let mut params = Params::default();
     let mut assignments: Vec<String> = Vec::new();
     for (name, value) in &repair.set {
-        let type_name = columns
-            .iter()
-            .find(|c| &c.name == name)
-            .map(|c| c.type_name.clone())
-            .unwrap_or_default();
+        let Some(column) = columns.iter().find(|c| &c.name == name) else {
+            InvariantError::new(
+                Code::ERRCODE_UNDEFINED_COLUMN,
+                format!(
+                    "rule \"{}\" repairs column \"{name}\", which no longer exists",
+                    d.rule.name
+                ),
+            )
+            .raise()
+        };
         let value = match repair_value_text(value).unwrap_or_else(|e| e.raise()) {
-            Some(text) => format!("{}::{type_name}", quote_literal(&text)),
+            Some(text) => values::typed(&d.table, column, &[text])
+                .into_iter()
+                .next()
+                .map_or_else(|| "NULL".into(), |value| params.push(value)),
             None => "NULL".into(),
         };
         assignments.push(format!("{} = {value}", quote_ident(name)));
     }
+    let predicate = d.predicate(&mut params).unwrap_or_else(|| "false".into());
     for name in &repair.touch {
         assignments.push(format!("{} = pg_catalog.now()", quote_ident(name)));
     }
@@ -128,22 +146,24 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
       RETURNING o.old_image, {group}",
         table = d.table.qualified(),
         sets = assignments.join(", "),
-        predicate = d.predicate,
         group = group_expression(d, "u"),
     );
-    let (images, mut groups): (Vec<JsonB>, Vec<String>) = Spi::connect_mut(|client| {
-        let result = spi(client.update(&sql, None, &[]));
-        let mut images = Vec::new();
-        let mut groups = Vec::new();
-        for row in result {
-            if let Some(image) = spi(row.get::<JsonB>(1)) {
-                images.push(image);
+    let args = params.args();
+    let (images, mut groups): (Vec<JsonB>, Vec<String>) = as_table_owner(d.table.oid, || {
+        Spi::connect_mut(|client| {
+            let result = spi(client.update(&sql, None, &args));
+            let mut images = Vec::new();
+            let mut groups = Vec::new();
+            for row in result {
+                if let Some(image) = spi(row.get::<JsonB>(1)) {
+                    images.push(image);
+                }
+                if let Some(group) = spi(row.get::<String>(2)) {
+                    groups.push(group);
+                }
             }
-            if let Some(group) = spi(row.get::<String>(2)) {
-                groups.push(group);
-            }
-        }
-        (images, groups)
+            (images, groups)
+        })
     });
     groups.sort();
     groups.dedup();
@@ -198,39 +218,43 @@ fn plausible_schedule(every: &str) -> bool {
 /// Calling it again changes the schedule of the same job.
 #[pg_extern(schema = "invariants")]
 fn schedule_repair(every: default!(Option<&str>, "'* * * * *'")) -> i64 {
-    let Some(every) = every else {
-        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument every must not be NULL")
-    };
-    if !plausible_schedule(every) {
-        InvariantError::new(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("argument every: {} is not a pg_cron schedule", quote_literal(every)),
-        )
-        .hint("Use five cron fields ('*/5 * * * *'), a macro ('@hourly') or 'N seconds'.")
-        .raise();
-    }
-    require_pg_cron();
-    spi(Spi::get_one_with_args::<i64>(
-        "SELECT cron.schedule($1, $2, 'SELECT * FROM invariants.repair()')",
-        &[JOB_NAME.into(), every.trim().into()],
-    ))
-    .unwrap_or(0)
+    pinned(|| {
+        let Some(every) = every else {
+            fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument every must not be NULL")
+        };
+        if !plausible_schedule(every) {
+            InvariantError::new(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("argument every: {} is not a pg_cron schedule", quote_literal(every)),
+            )
+            .hint("Use five cron fields ('*/5 * * * *'), a macro ('@hourly') or 'N seconds'.")
+            .raise();
+        }
+        require_pg_cron();
+        spi(Spi::get_one_with_args::<i64>(
+            "SELECT cron.schedule($1, $2, 'SELECT * FROM invariants.repair()')",
+            &[JOB_NAME.into(), every.trim().into()],
+        ))
+        .unwrap_or(0)
+    })
 }
 
 /// Removes the job `schedule_repair` registered; false if there was none.
 #[pg_extern(schema = "invariants")]
 fn unschedule_repair() -> bool {
-    require_pg_cron();
-    let exists = spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1 AND username = current_user)",
-        &[JOB_NAME.into()],
-    ));
-    if exists != Some(true) {
-        return false;
-    }
-    spi(Spi::get_one_with_args::<bool>(
-        "SELECT cron.unschedule($1)",
-        &[JOB_NAME.into()],
-    ))
-    .unwrap_or(false)
+    pinned(|| {
+        require_pg_cron();
+        let exists = spi(Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1 AND username = current_user)",
+            &[JOB_NAME.into()],
+        ));
+        if exists != Some(true) {
+            return false;
+        }
+        spi(Spi::get_one_with_args::<bool>(
+            "SELECT cron.unschedule($1)",
+            &[JOB_NAME.into()],
+        ))
+        .unwrap_or(false)
+    })
 }

@@ -14,8 +14,10 @@ use pgrx::prelude::*;
 
 use super::declare::{declare, required};
 use super::spec::{RequireCount, RuleSpec};
-use crate::catalog::{self, column_arg, quote_ident, spi, spi_row, table_arg, Regclass, Table};
+use crate::catalog::{self, column_arg, first_row, quote_ident, spi, table_arg, Regclass, Table, Value};
 use crate::errors::{trigger_data, Code, InvariantError};
+use crate::privilege::as_table_owner;
+use crate::privilege::pinned;
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
@@ -29,23 +31,25 @@ fn require_count(
     fk_column: Option<&str>,
     name: default!(Option<&str>, "NULL"),
 ) -> String {
-    let parent = table_arg(parent, "parent");
-    let count_column = required(count_column, "count_column");
-    let child = table_arg(child, "child");
-    let fk_columns: Vec<String> = required(fk_column, "fk_column")
-        .split(',')
-        .map(|c| c.trim().to_string())
-        .filter(|c| !c.is_empty())
-        .collect();
-    let name = name.map_or_else(|| format!("{count_column}_counts_{}", child.name), str::to_string);
-    let spec = RuleSpec::RequireCount(RequireCount {
-        count_column,
-        child: child.qualified(),
-        fk_columns,
-        parent_columns: Vec::new(),
-        message: None,
-    });
-    declare(&parent, &name, spec)
+    pinned(|| {
+        let parent = table_arg(parent, "parent");
+        let count_column = required(count_column, "count_column");
+        let child = table_arg(child, "child");
+        let fk_columns: Vec<String> = required(fk_column, "fk_column")
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let name = name.map_or_else(|| format!("{count_column}_counts_{}", child.name), str::to_string);
+        let spec = RuleSpec::RequireCount(RequireCount {
+            count_column,
+            child: child.qualified(),
+            fk_columns,
+            parent_columns: Vec::new(),
+            message: None,
+        });
+        declare(&parent, &name, spec)
+    })
 }
 
 /// Validates a `require_count` declaration on `parent` and fills in the
@@ -206,14 +210,59 @@ struct CompiledCount {
     child: Table,
     spec: RequireCount,
     /// Reads the parent key from a row of the firing relation (the child's
-    /// fk columns, or the parent's key columns).
-    key: Vec<ColumnReader>,
-    /// Claimed and actual count of one parent, by key ($1, $2, ... as text).
-    check_sql: String,
+    /// fk columns, or the parent's key columns), with each column's type.
+    key: Vec<(ColumnReader, Oid)>,
+    /// The parent's claimed count, by key `$1, $2, ...`; read as the
+    /// parent's owner.
+    claimed_sql: String,
+    /// The number of child rows of the key; read as the child's owner.
+    actual_sql: String,
 }
 
 /// The count rules whose triggers fire on one relation, by rule name.
 struct CountRules(Vec<CompiledCount>);
+
+/// The operators that compare the parent's key with the child's fk columns
+/// (parent type on the left): the foreign key's own, or, without one, each
+/// column type's equality. None when a pair has none.
+fn key_operators(parent: &Table, spec: &RequireCount, child: &Table) -> Option<Vec<Oid>> {
+    let from_foreign_key = spi(Spi::get_one_with_args::<Vec<Oid>>(
+        "SELECT ARRAY(SELECT c.conpfeqop[i] FROM generate_subscripts(c.conkey, 1) i
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[i]
+                      ORDER BY array_position($3::text[], a.attname::text))
+           FROM pg_catalog.pg_constraint c
+          WHERE c.contype = 'f' AND c.conrelid = $1 AND c.confrelid = $2
+            AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                   FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey))
+                = (SELECT array_agg(x ORDER BY x) FROM unnest($3::text[]) x)
+          LIMIT 1",
+        &[child.oid.into(), parent.oid.into(), spec.fk_columns.clone().into()],
+    ));
+    if let Some(operators) = from_foreign_key.filter(|ops| ops.len() == spec.fk_columns.len()) {
+        return Some(operators);
+    }
+    let parent_columns = catalog::columns(parent.oid);
+    let child_columns = catalog::columns(child.oid);
+    spec.parent_columns
+        .iter()
+        .zip(&spec.fk_columns)
+        .map(|(pk, fk)| {
+            let pk = parent_columns.iter().find(|c| &c.name == pk)?;
+            let fk = child_columns.iter().find(|c| &c.name == fk)?;
+            // SAFETY: base-type lookups of existing types.
+            let same = unsafe { pg_sys::getBaseType(pk.type_oid) == pg_sys::getBaseType(fk.type_oid) };
+            same.then(|| catalog::equality_operator(pk.type_oid)).flatten()
+        })
+        .collect()
+}
+
+/// `a OP b AND ...` for each column pair and operator.
+fn conjunction(pairs: impl Iterator<Item = (String, String, String)>) -> String {
+    pairs
+        .map(|(left, op, right)| format!("{left} {op} {right}"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
 
 /// Compiles the count rules whose triggers fire on `relid`: as the child,
 /// every rule (of any parent) whose child is `relid` or a table above it;
@@ -234,6 +283,16 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
         let (Some(parent), Some(child)) = (Table::lookup(rule.tbl), child_oid.and_then(Table::lookup)) else {
             continue;
         };
+        let broken = |problem: String| {
+            InvariantError::new(Code::ERRCODE_UNDEFINED_COLUMN, problem)
+                .hint(format!(
+                    "Drop the rule with invariants.drop_rule('{}', '{}') and declare it again.",
+                    parent.display(),
+                    rule.name
+                ))
+                .table(&parent.schema, &parent.name)
+                .constraint(&rule.name)
+        };
         let key_names = if as_child {
             &spec.fk_columns
         } else {
@@ -245,59 +304,78 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
                 columns
                     .iter()
                     .find(|c| &c.name == name)
-                    .map(ColumnReader::new)
+                    .map(|c| (ColumnReader::new(c), c.type_oid))
                     .ok_or_else(|| {
-                        InvariantError::new(
-                            Code::ERRCODE_UNDEFINED_COLUMN,
-                            format!("rule \"{}\" reads column \"{name}\", which no longer exists", rule.name),
-                        )
-                        .hint(format!(
-                            "Drop the rule with invariants.drop_rule('{}', '{}').",
-                            parent.display(),
+                        broken(format!(
+                            "rule \"{}\" reads column \"{name}\", which no longer exists",
                             rule.name
                         ))
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let parent_types: Vec<String> = spec
-            .parent_columns
-            .iter()
-            .map(|c| {
-                catalog::columns(parent.oid)
-                    .into_iter()
-                    .find(|col| &col.name == c)
-                    .map(|col| col.type_name)
-                    .unwrap_or_default()
+        let cross = key_operators(&parent, &spec, &child)
+            .and_then(|ops| {
+                ops.into_iter()
+                    .map(catalog::qualified_operator)
+                    .collect::<Option<Vec<_>>>()
             })
-            .collect();
-        let matches_child = spec
-            .fk_columns
-            .iter()
-            .zip(&spec.parent_columns)
-            .map(|(fk, pk)| format!("c.{} = p.{}", quote_ident(fk), quote_ident(pk)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let by_key = spec
-            .parent_columns
-            .iter()
-            .zip(&parent_types)
-            .enumerate()
-            .map(|(i, (pk, ty))| format!("p.{} = ${}::{ty}", quote_ident(pk), i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let check_sql = format!(
-            "SELECT p.{}::bigint, (SELECT count(*) FROM {} c WHERE {matches_child}) FROM {} p WHERE {by_key}",
-            quote_ident(&spec.count_column),
-            spec.child,
-            parent.qualified()
-        );
+            .ok_or_else(|| {
+                broken(format!(
+                    "rule \"{}\" compares columns that have no equality operator",
+                    rule.name
+                ))
+            })?;
+        let same_type = |table: &Table, names: &[String]| -> Result<Vec<String>, InvariantError> {
+            let table_columns = catalog::columns(table.oid);
+            names
+                .iter()
+                .map(|n| {
+                    table_columns
+                        .iter()
+                        .find(|c| &c.name == n)
+                        .and_then(|c| catalog::equality_operator(c.type_oid))
+                        .and_then(catalog::qualified_operator)
+                        .ok_or_else(|| {
+                            broken(format!(
+                                "rule \"{}\" reads column \"{n}\", which has no equality operator",
+                                rule.name
+                            ))
+                        })
+                })
+                .collect()
+        };
+        let param = |i: usize| format!("${}", i + 1);
+        let parent_key = |i: usize| format!("p.{}", quote_ident(&spec.parent_columns[i]));
+        let child_key = |i: usize| format!("c.{}", quote_ident(&spec.fk_columns[i]));
+        let n = spec.parent_columns.len();
+        let (by_parent, by_child) = if as_child {
+            let fk_eq = same_type(&child, &spec.fk_columns)?;
+            (
+                conjunction((0..n).map(|i| (parent_key(i), cross[i].clone(), param(i)))),
+                conjunction((0..n).map(|i| (child_key(i), fk_eq[i].clone(), param(i)))),
+            )
+        } else {
+            let pk_eq = same_type(&parent, &spec.parent_columns)?;
+            (
+                conjunction((0..n).map(|i| (parent_key(i), pk_eq[i].clone(), param(i)))),
+                conjunction((0..n).map(|i| (param(i), cross[i].clone(), child_key(i)))),
+            )
+        };
         compiled.push(CompiledCount {
+            claimed_sql: format!(
+                "SELECT p.{}::pg_catalog.int8 FROM {} p WHERE {by_parent}",
+                quote_ident(&spec.count_column),
+                parent.qualified()
+            ),
+            actual_sql: format!(
+                "SELECT pg_catalog.count(*) FROM {} c WHERE {by_child}",
+                child.qualified()
+            ),
             name: rule.name,
             parent: parent.clone(),
             child,
             spec,
             key,
-            check_sql,
         });
     }
     Ok(CountRules(compiled))
@@ -309,7 +387,7 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
 struct Checked {
     xid: u64,
     command: pg_sys::CommandId,
-    keys: HashSet<(String, String, Vec<String>)>,
+    keys: HashSet<(Oid, String, Vec<Vec<u8>>)>,
 }
 
 thread_local! {
@@ -382,13 +460,21 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
             return Ok(());
         };
         for row in &rows {
-            let key: Option<Vec<String>> = count
+            let key: Option<Vec<Value>> = count
                 .key
                 .iter()
-                .map(|r| r.text(row).map(|v| String::from_utf8_lossy(&v).into_owned()))
+                .map(|(reader, type_oid)| {
+                    reader.datum(row).map(|datum| Value {
+                        datum: Some(datum),
+                        type_oid: *type_oid,
+                    })
+                })
                 .collect();
-            if let Some(key) = key {
-                check_once(count, key)?;
+            let image: Option<Vec<Vec<u8>>> = count.key.iter().map(|(reader, _)| reader.image(row)).collect();
+            // A key with a NULL belongs to no parent.
+            if let (Some(key), Some(image)) = (key, image) {
+                let display: Vec<String> = count.key.iter().map(|(reader, _)| reader.display_plain(row)).collect();
+                check_once(count, &key, image, &display)?;
             }
         }
         Ok(())
@@ -404,8 +490,13 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
 }
 
 /// Checks one parent, unless it was checked already in this firing.
-fn check_once(count: &CompiledCount, key: Vec<String>) -> Result<(), InvariantError> {
-    let id = (count.parent.qualified(), count.name.clone(), key);
+fn check_once(
+    count: &CompiledCount,
+    key: &[Value],
+    image: Vec<Vec<u8>>,
+    display: &[String],
+) -> Result<(), InvariantError> {
+    let id = (count.parent.oid, count.name.clone(), image);
     let position = current_position();
     let seen = CHECKED.with(|checked| {
         let mut checked = checked.borrow_mut();
@@ -418,7 +509,7 @@ fn check_once(count: &CompiledCount, key: Vec<String>) -> Result<(), InvariantEr
     if seen {
         return Ok(());
     }
-    check(count, &id.2)?;
+    crate::privilege::pinned(|| check(count, key, display))?;
     let after = current_position();
     CHECKED.with(|checked| {
         let mut checked = checked.borrow_mut();
@@ -429,17 +520,25 @@ fn check_once(count: &CompiledCount, key: Vec<String>) -> Result<(), InvariantEr
 }
 
 /// Compares the parent's claim with its children, on a snapshot taken now
-/// (READ COMMITTED) or the transaction's (REPEATABLE READ and above).
-fn check(count: &CompiledCount, key: &[String]) -> Result<(), InvariantError> {
-    let args: Vec<pgrx::datum::DatumWithOid> = key.iter().map(|k| k.as_str().into()).collect();
-    let Some((claimed, actual)) = spi_row(Spi::get_two_with_args::<i64, i64>(&count.check_sql, &args)) else {
+/// (READ COMMITTED) or the transaction's (REPEATABLE READ and above). Each
+/// table is read as its owner with row-level security off, so the verdict
+/// counts every row whoever commits.
+fn check(count: &CompiledCount, key: &[Value], display: &[String]) -> Result<(), InvariantError> {
+    let args: Vec<_> = key.iter().map(Value::arg).collect();
+    let claim = as_table_owner(count.parent.oid, || first_row(&count.claimed_sql, &args));
+    let Some(claimed) = claim.first() else {
         return Ok(()); // the parent is gone
     };
-    if claimed == actual {
+    let actual = as_table_owner(count.child.oid, || {
+        spi(Spi::get_one_with_args::<i64>(&count.actual_sql, &args))
+    })
+    .unwrap_or(0);
+    // SAFETY: an int8 datum, by value.
+    let claimed = claimed.datum.map(|d| d.value() as i64);
+    if claimed == Some(actual) {
         return Ok(());
     }
     let claimed_text = claimed.map_or("NULL".to_string(), |c| c.to_string());
-    let actual = actual.unwrap_or(0);
     let message = count.spec.message.clone().unwrap_or_else(|| {
         format!(
             "row of relation \"{}\" violates rule \"{}\"",
@@ -450,7 +549,7 @@ fn check(count: &CompiledCount, key: &[String]) -> Result<(), InvariantError> {
         .detail(format!(
             "Key ({})=({}) claims {} = {claimed_text}, but {} holds {actual} rows for it.",
             count.spec.parent_columns.join(", "),
-            key.join(", "),
+            display.join(", "),
             count.spec.count_column,
             count.child.display()
         ))
@@ -460,4 +559,89 @@ fn check(count: &CompiledCount, key: &[String]) -> Result<(), InvariantError> {
         ))
         .table(&count.parent.schema, &count.parent.name)
         .constraint(&count.name))
+}
+
+/// A count rule ready for detection over the whole parent table.
+pub struct CountCheck {
+    pub count_column: String,
+    pub parent_columns: Vec<String>,
+    child: Table,
+    /// The types of the parent's key columns.
+    key_types: Vec<Oid>,
+    /// Per key `$1[i], $2[i], ...`, in order: its number of child rows.
+    counts_sql: String,
+}
+
+/// Compiles `spec`, declared on `parent`, for detection; the problem when
+/// its tables or columns no longer fit it.
+pub fn count_check(parent: &Table, rule: &str, spec: &RequireCount) -> Result<CountCheck, String> {
+    let child = catalog::oid_of(&spec.child)
+        .and_then(Table::lookup)
+        .ok_or_else(|| format!("rule \"{rule}\" counts rows of {}, which no longer exists", spec.child))?;
+    let parent_columns = catalog::columns(parent.oid);
+    let key_types = spec
+        .parent_columns
+        .iter()
+        .map(|name| parent_columns.iter().find(|c| &c.name == name).map(|c| c.type_oid))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            format!(
+                "rule \"{rule}\" reads a key column of {} that no longer exists",
+                parent.display()
+            )
+        })?;
+    let operators = key_operators(parent, spec, &child)
+        .and_then(|ops| {
+            ops.into_iter()
+                .map(catalog::qualified_operator)
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| format!("rule \"{rule}\" compares columns that have no equality operator"))?;
+    let n = spec.parent_columns.len();
+    let names: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
+    let params: Vec<String> = (1..=n).map(|i| format!("pg_catalog.unnest(${i})")).collect();
+    let matches = conjunction((0..n).map(|i| {
+        (
+            format!("k.{}", names[i]),
+            operators[i].clone(),
+            format!("c.{}", quote_ident(&spec.fk_columns[i])),
+        )
+    }));
+    let counts_sql = format!(
+        "SELECT (SELECT pg_catalog.count(*) FROM {} c WHERE {matches})
+           FROM ROWS FROM ({}) WITH ORDINALITY AS k({}, n) ORDER BY k.n",
+        child.qualified(),
+        params.join(", "),
+        names.join(", ")
+    );
+    Ok(CountCheck {
+        count_column: spec.count_column.clone(),
+        parent_columns: spec.parent_columns.clone(),
+        child,
+        key_types,
+        counts_sql,
+    })
+}
+
+impl CountCheck {
+    /// The number of child rows of each key (the parent's key column values,
+    /// in order), read as the child's owner.
+    pub fn child_counts(&self, keys: &[Vec<Value>]) -> Vec<i64> {
+        let arrays: Vec<Value> = self
+            .key_types
+            .iter()
+            .enumerate()
+            .map(|(i, type_oid)| {
+                let column: Vec<Option<pg_sys::Datum>> = keys.iter().map(|k| k.get(i).and_then(|v| v.datum)).collect();
+                catalog::array_of(*type_oid, &column)
+            })
+            .collect();
+        let args: Vec<_> = arrays.iter().map(Value::arg).collect();
+        as_table_owner(self.child.oid, || {
+            Spi::connect(|client| {
+                let rows = spi(client.select(&self.counts_sql, None, &args));
+                rows.map(|row| spi(row.get::<i64>(1)).unwrap_or(0)).collect()
+            })
+        })
+    }
 }

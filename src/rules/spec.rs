@@ -2,10 +2,10 @@
 //! parsed with serde and validated against the table before they are stored.
 use std::collections::BTreeMap;
 
-use pgrx::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{column_arg, quote_ident, quote_literal, spi, Column, Table};
+use super::values;
+use crate::catalog::{column_arg, equality_operator, qualified_operator, quote_ident, Column, Table, Value};
 use crate::errors::{Code, InvariantError};
 
 /// Rule kinds, as named by `invariants.add_rule(.., kind, ..)`.
@@ -237,93 +237,145 @@ impl RuleSpec {
         }
     }
 
-    /// A SQL condition true for the rows that break the rule as they stand,
-    /// or None for rules about changes, which no stored row can break.
-    /// `resolve` maps a column name to its column.
-    pub fn violation_predicate(&self, resolve: impl Fn(&str) -> Option<Column>) -> Option<String> {
-        let in_list = |column: &str, values: &[String]| -> Option<String> {
+    /// A SQL condition on a row `t` of `table`, true for the rows that break
+    /// the rule as they stand; None for rules about changes, which no stored
+    /// row can break, and for count rules, which are detected in batches
+    /// (see `violations`). Values are compared in the column's type, passed
+    /// as arguments added to `params`. `resolve` maps a column name to its
+    /// column.
+    pub fn violation_predicate(
+        &self,
+        table: &Table,
+        resolve: impl Fn(&str) -> Option<Column>,
+        params: &mut Params,
+    ) -> Option<String> {
+        let mut in_list = |column: &str, values: &[String]| -> Option<String> {
             let col = resolve(column)?;
-            let list = values.iter().map(|v| quote_literal(v)).collect::<Vec<_>>().join(", ");
-            // Compared in the type's text form, exactly as the trigger compares
-            // them (so '1' declared for a numeric column does not match 1.0
-            // here either).
+            let operator = equality_operator(col.type_oid).and_then(qualified_operator)?;
+            let placeholders: Vec<String> = values::typed(table, &col, values)
+                .into_iter()
+                .map(|value| params.push(value))
+                .collect();
             Some(format!(
-                "pg_catalog.format('%s', {}) = ANY (SELECT pg_catalog.format('%s', v::{}) FROM unnest(ARRAY[{list}]::text[]) v)",
+                "t.{} {operator} ANY (ARRAY[{}])",
                 quote_ident(&col.name),
-                col.type_name
+                placeholders.join(", ")
             ))
         };
         match self {
             RuleSpec::RequireNotNull(s) => Some(format!(
-                "(coalesce({}, false) AND {} IS NULL)",
+                "(coalesce({}, false) AND t.{} IS NULL)",
                 in_list(&s.when_column, &s.when_values)?,
                 quote_ident(&s.column)
             )),
             RuleSpec::RequireOnSet(s) => Some(format!(
-                "({} IS NOT NULL AND NOT coalesce({}, false))",
+                "(t.{} IS NOT NULL AND NOT coalesce({}, false))",
                 quote_ident(&s.when_column),
                 in_list(&s.column, &s.allowed)?
             )),
-            RuleSpec::WriteOnce(_) => None,
             RuleSpec::AllowTransitions(s) => Some(format!(
-                "({} IS NOT NULL AND NOT coalesce({}, false))",
+                "(t.{} IS NOT NULL AND NOT coalesce({}, false))",
                 quote_ident(&s.column),
                 in_list(&s.column, &s.states())?
             )),
-            // The parent is aliased `t` in every detection query.
-            RuleSpec::RequireCount(s) => Some(format!(
-                "(t.{} IS DISTINCT FROM (SELECT count(*) FROM {} c WHERE {}))",
-                quote_ident(&s.count_column),
-                s.child,
-                s.fk_columns
-                    .iter()
-                    .zip(&s.parent_columns)
-                    .map(|(fk, pk)| format!("c.{} = t.{}", quote_ident(fk), quote_ident(pk)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            )),
+            RuleSpec::WriteOnce(_) | RuleSpec::RequireCount(_) => None,
         }
     }
 
-    /// Checks the rule against `table`: columns exist, values fit their
-    /// types, lists are not empty, the repair is well formed.
-    pub fn validate(&self, table: &Table) -> Result<(), InvariantError> {
-        match self {
-            RuleSpec::RequireNotNull(s) => {
-                column_arg(table, Some(&s.column), "column");
-                let when = column_arg(table, Some(&s.when_column), "when_column");
-                non_empty(&s.when_values, "when_values")?;
-                values_fit(&when, &s.when_values, "when_values")?;
-            }
-            RuleSpec::RequireOnSet(s) => {
-                let column = column_arg(table, Some(&s.column), "column");
-                column_arg(table, Some(&s.when_column), "when_column");
-                non_empty(&s.allowed, "allowed")?;
-                values_fit(&column, &s.allowed, "allowed")?;
-            }
-            RuleSpec::WriteOnce(s) => {
-                column_arg(table, Some(&s.column), "column");
-            }
-            // Checked, and completed, by require_count::complete when declared.
-            RuleSpec::RequireCount(_) => {}
-            RuleSpec::AllowTransitions(s) => {
-                let column = column_arg(table, Some(&s.column), "column");
-                if s.graph.is_empty() {
-                    return Err(bad_spec("argument graph must name at least one state")
-                        .hint("Pass an object such as {\"pending\": [\"sent\"], \"sent\": []}."));
-                }
-                values_fit(&column, &s.states(), "graph")?;
-            }
-        }
+    /// Checks the rule against `table` and completes it: columns exist and
+    /// are not generated (BEFORE triggers see generated columns before
+    /// they are computed), values are valid for their columns and stored in
+    /// their canonical text, lists are not empty, the repair is well formed.
+    pub fn complete(self, table: &Table) -> Result<RuleSpec, InvariantError> {
         if let Some(message) = self.message() {
             if message.trim().is_empty() {
                 return Err(bad_spec("argument message must not be empty"));
             }
         }
-        if let Some(repair) = self.repair() {
-            validate_repair(table, repair)?;
-        }
-        Ok(())
+        let spec = match self {
+            RuleSpec::RequireNotNull(mut s) => {
+                rule_column(table, &s.column, "column")?;
+                let when = rule_column(table, &s.when_column, "when_column")?;
+                non_empty(&s.when_values, "when_values")?;
+                s.when_values = dedup(values::canonical(table, &when, &s.when_values, "when_values")?);
+                s.repair = s.repair.map(|r| complete_repair(table, r)).transpose()?;
+                RuleSpec::RequireNotNull(s)
+            }
+            RuleSpec::RequireOnSet(mut s) => {
+                let column = rule_column(table, &s.column, "column")?;
+                rule_column(table, &s.when_column, "when_column")?;
+                non_empty(&s.allowed, "allowed")?;
+                s.allowed = dedup(values::canonical(table, &column, &s.allowed, "allowed")?);
+                s.repair = s.repair.map(|r| complete_repair(table, r)).transpose()?;
+                RuleSpec::RequireOnSet(s)
+            }
+            RuleSpec::WriteOnce(s) => {
+                let column = rule_column(table, &s.column, "column")?;
+                if s.mode == WriteOnceMode::Immutable {
+                    values::comparable(table, &column, "column")?;
+                }
+                RuleSpec::WriteOnce(s)
+            }
+            // Checked, and completed, by require_count::complete.
+            RuleSpec::RequireCount(s) => RuleSpec::RequireCount(s),
+            RuleSpec::AllowTransitions(mut s) => {
+                let column = rule_column(table, &s.column, "column")?;
+                if s.graph.is_empty() {
+                    return Err(bad_spec("argument graph must name at least one state")
+                        .hint("Pass an object such as {\"pending\": [\"sent\"], \"sent\": []}."));
+                }
+                let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (from, to) in &s.graph {
+                    let from = values::canonical(table, &column, std::slice::from_ref(from), "graph")?;
+                    let to = values::canonical(table, &column, to, "graph")?;
+                    let targets = graph.entry(from.into_iter().next().unwrap_or_default()).or_default();
+                    targets.extend(to);
+                    *targets = dedup(std::mem::take(targets));
+                }
+                s.graph = graph;
+                s.repair = s.repair.map(|r| complete_repair(table, r)).transpose()?;
+                RuleSpec::AllowTransitions(s)
+            }
+        };
+        Ok(spec)
+    }
+}
+
+/// The values once each, in their first order.
+fn dedup(values: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    values.into_iter().filter(|v| seen.insert(v.clone())).collect()
+}
+
+/// A column a row rule reads: it must exist and not be a generated column.
+fn rule_column(table: &Table, name: &str, arg: &str) -> Result<Column, InvariantError> {
+    let column = column_arg(table, Some(name), arg);
+    if column.generated {
+        return Err(InvariantError::new(
+            Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "argument {arg}: column \"{name}\" of table {} is a generated column",
+                table.display()
+            ),
+        )
+        .detail("Rules are checked before a row is stored, when its generated columns are not computed yet.")
+        .hint("Declare the rule on the columns the generated column is computed from."));
+    }
+    Ok(column)
+}
+
+/// Arguments of a generated query, in order: `push` returns the placeholder.
+#[derive(Default)]
+pub struct Params(pub Vec<Value>);
+
+impl Params {
+    pub fn push(&mut self, value: Value) -> String {
+        self.0.push(value);
+        format!("${}", self.0.len())
+    }
+
+    pub fn args(&self) -> Vec<pgrx::datum::DatumWithOid<'static>> {
+        self.0.iter().map(Value::arg).collect()
     }
 }
 
@@ -334,39 +386,24 @@ fn non_empty(values: &[String], arg: &str) -> Result<(), InvariantError> {
     Ok(())
 }
 
-/// Every value must be valid input for the column's type.
-fn values_fit(column: &Column, values: &[String], arg: &str) -> Result<(), InvariantError> {
-    for value in values {
-        let valid = spi(Spi::get_one_with_args::<bool>(
-            "SELECT invariants.is_valid_input($1, $2)",
-            &[value.as_str().into(), column.type_oid.into()],
-        ));
-        if valid != Some(true) {
-            return Err(InvariantError::new(
-                Code::ERRCODE_DATATYPE_MISMATCH,
-                format!(
-                    "argument {arg}: {} is not a valid value for column \"{}\" of type {}",
-                    quote_literal(value),
-                    column.name,
-                    column.type_name
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn validate_repair(table: &Table, repair: &Repair) -> Result<(), InvariantError> {
+/// Checks a repair against `table` and stores its values in their
+/// canonical text.
+fn complete_repair(table: &Table, mut repair: Repair) -> Result<Repair, InvariantError> {
     if repair.set.is_empty() && repair.touch.is_empty() {
         return Err(bad_spec("argument repair: \"set\" must name at least one column")
             .hint("For example {\"set\": {\"status\": \"pending\"}}."));
     }
-    for (name, value) in &repair.set {
+    for (name, value) in repair.set.iter_mut() {
         let column = column_arg(table, Some(name), "repair.set");
-        match repair_value_text(value) {
-            Ok(None) => {}
-            Ok(Some(text)) => values_fit(&column, &[text], "repair.set")?,
-            Err(e) => return Err(e),
+        if column.generated {
+            return Err(InvariantError::new(
+                Code::ERRCODE_GENERATED_ALWAYS,
+                format!("argument repair.set: column \"{name}\" is a generated column and cannot be set"),
+            ));
+        }
+        if let Some(text) = repair_value_text(value)? {
+            let canonical = values::canonical(table, &column, &[text], "repair.set")?;
+            *value = serde_json::Value::String(canonical.into_iter().next().unwrap_or_default());
         }
     }
     for name in &repair.touch {
@@ -389,7 +426,7 @@ fn validate_repair(table: &Table, repair: &Repair) -> Result<(), InvariantError>
     if let Some(group_by) = &repair.group_by {
         column_arg(table, Some(group_by), "repair.group_by");
     }
-    Ok(())
+    Ok(repair)
 }
 
 /// A repair value as the text to cast to the column type; None for NULL.

@@ -9,7 +9,7 @@ use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, ROW_TRIGGER};
 use crate::catalog::{has_trigger, invalidate, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::guards::guard_drop::drop_own_trigger;
-use crate::privilege::as_extension_owner;
+use crate::privilege::{as_extension_owner, pinned};
 
 /// Makes DELETE on `tbl` set `column` to now() instead. With `cascade`, the
 /// tables that reference it through ON DELETE CASCADE (at any depth) become
@@ -23,67 +23,69 @@ fn enable_soft_delete(
     cascade: default!(Option<bool>, "true"),
     hide: default!(Option<bool>, "false"),
 ) {
-    let table = table_arg(tbl, "tbl");
-    let Some(column) = column else {
-        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument column must not be NULL")
-    };
-    let Some(cascade) = cascade else {
-        fail(
-            Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "argument cascade must not be NULL",
-        )
-    };
-    let Some(hide) = hide else {
-        fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument hide must not be NULL")
-    };
-    // Validate the whole cascade first, so nothing changes on an error.
-    let mut tables = vec![(table.clone(), None::<Table>)];
-    if cascade {
-        let mut seen: HashSet<Oid> = HashSet::from([table.oid]);
-        let mut i = 0;
-        while i < tables.len() {
-            for key in cascade_keys(tables[i].0.oid, true) {
-                if seen.insert(key.child.oid) {
-                    tables.push((key.child.clone(), Some(key.parent.clone())));
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        let Some(column) = column else {
+            fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument column must not be NULL")
+        };
+        let Some(cascade) = cascade else {
+            fail(
+                Code::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "argument cascade must not be NULL",
+            )
+        };
+        let Some(hide) = hide else {
+            fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument hide must not be NULL")
+        };
+        // Validate the whole cascade first, so nothing changes on an error.
+        let mut tables = vec![(table.clone(), None::<Table>)];
+        if cascade {
+            let mut seen: HashSet<Oid> = HashSet::from([table.oid]);
+            let mut i = 0;
+            while i < tables.len() {
+                for key in cascade_keys(tables[i].0.oid, true) {
+                    if seen.insert(key.child.oid) {
+                        tables.push((key.child.clone(), Some(key.parent.clone())));
+                    }
+                }
+                i += 1;
+            }
+        }
+        for (t, parent) in &tables {
+            check_column(t, column, parent.as_ref());
+            if parent.is_some() {
+                table_arg(Some(Regclass(t.oid)), "tbl");
+            }
+        }
+        for (t, _) in &tables {
+            let rls_added = if hide {
+                hide_deleted_rows(t, column)
+            } else {
+                unhide_deleted_rows(t)
+            };
+            as_extension_owner(|| {
+                spi(Spi::run_with_args(
+                    "INSERT INTO invariants.soft_delete_tables (tbl, column_name, \"cascade\", hide, rls_added, enabled_by)
+                     VALUES ($1, $2, $3, $4, $5, session_user)
+                     ON CONFLICT (tbl) DO UPDATE SET column_name = EXCLUDED.column_name, \"cascade\" = EXCLUDED.\"cascade\",
+                                                     hide = EXCLUDED.hide, rls_added = EXCLUDED.rls_added",
+                    &[
+                        Regclass(t.oid).into(),
+                        column.into(),
+                        cascade.into(),
+                        hide.into(),
+                        rls_added.into(),
+                    ],
+                ))
+            });
+            for relid in partition_tree(t.oid) {
+                if let Some(target) = Table::lookup(relid) {
+                    install_triggers(&target, column);
                 }
             }
-            i += 1;
+            forget_parents(t);
         }
-    }
-    for (t, parent) in &tables {
-        check_column(t, column, parent.as_ref());
-        if parent.is_some() {
-            table_arg(Some(Regclass(t.oid)), "tbl");
-        }
-    }
-    for (t, _) in &tables {
-        let rls_added = if hide {
-            hide_deleted_rows(t, column)
-        } else {
-            unhide_deleted_rows(t)
-        };
-        as_extension_owner(|| {
-            spi(Spi::run_with_args(
-                "INSERT INTO invariants.soft_delete_tables (tbl, column_name, \"cascade\", hide, rls_added, enabled_by)
-                 VALUES ($1, $2, $3, $4, $5, session_user)
-                 ON CONFLICT (tbl) DO UPDATE SET column_name = EXCLUDED.column_name, \"cascade\" = EXCLUDED.\"cascade\",
-                                                 hide = EXCLUDED.hide, rls_added = EXCLUDED.rls_added",
-                &[
-                    Regclass(t.oid).into(),
-                    column.into(),
-                    cascade.into(),
-                    hide.into(),
-                    rls_added.into(),
-                ],
-            ))
-        });
-        for relid in partition_tree(t.oid) {
-            if let Some(target) = Table::lookup(relid) {
-                install_triggers(&target, column);
-            }
-        }
-        forget_parents(t);
-    }
+    })
 }
 
 /// Parents cache how they cascade into their children: make every backend
@@ -243,20 +245,22 @@ pub(crate) fn install_triggers(table: &Table, column: &str) {
 /// enabled.
 #[pg_extern(schema = "invariants")]
 fn disable_soft_delete(tbl: Option<Regclass>) {
-    let table = table_arg(tbl, "tbl");
-    unhide_deleted_rows(&table);
-    forget_parents(&table);
-    as_extension_owner(|| {
-        spi(Spi::run_with_args(
-            "DELETE FROM invariants.soft_delete_tables WHERE tbl = $1",
-            &[Regclass(table.oid).into()],
-        ))
-    });
-    for relid in partition_tree(table.oid) {
-        if let Some(target) = Table::lookup(relid) {
-            drop_own_trigger(&target, ROW_TRIGGER);
-            drop_own_trigger(&target, APPLY_TRIGGER);
-            drop_own_trigger(&target, CASCADE_TRIGGER);
+    pinned(|| {
+        let table = table_arg(tbl, "tbl");
+        unhide_deleted_rows(&table);
+        forget_parents(&table);
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "DELETE FROM invariants.soft_delete_tables WHERE tbl = $1",
+                &[Regclass(table.oid).into()],
+            ))
+        });
+        for relid in partition_tree(table.oid) {
+            if let Some(target) = Table::lookup(relid) {
+                drop_own_trigger(&target, ROW_TRIGGER);
+                drop_own_trigger(&target, APPLY_TRIGGER);
+                drop_own_trigger(&target, CASCADE_TRIGGER);
+            }
         }
-    }
+    })
 }

@@ -14,6 +14,7 @@ pub mod enable_soft_delete;
 pub mod preload;
 pub mod purge;
 pub mod soft_delete;
+pub mod tree;
 pub mod undelete;
 
 #[cfg(any(test, feature = "pg_test"))]

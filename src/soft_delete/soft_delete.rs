@@ -10,17 +10,21 @@
 //! A hard delete elsewhere that cascades into a soft-delete table (its
 //! parent row is gone) is refused there, naming both tables: keeping the
 //! child rows would leave orphans, and deleting them would lose them.
+//! Such deletes come from Postgres' foreign-key actions, which run in a
+//! security context of their own; the row trigger checks then, as each
+//! parent's owner, whether the parent row is gone.
 use std::cell::RefCell;
 
 use pgrx::pg_sys::{self, Datum, Oid, SubTransactionId};
 use pgrx::prelude::*;
 
 use super::{cascade_keys, soft_delete_column};
-use crate::catalog::{partition_tree, quote_ident, spi, Table};
+use crate::catalog::{first_row, partition_tree, quote_ident, spi, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::as_table_owner;
 use crate::relcache;
-use crate::tuple::ColumnReader;
+use crate::tuple::{ColumnReader, Row};
+use pgrx::datum::DatumWithOid;
 
 pub const ROW_TRIGGER: &str = "invariants_soft_delete";
 pub const APPLY_TRIGGER: &str = "invariants_soft_delete_apply";
@@ -87,28 +91,100 @@ pub fn while_purging<R>(table: &Table, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The soft-delete column of one relation, resolved once.
-/// The soft-delete column of one relation, resolved once: None when the
-/// relation is not a soft-delete table, Err when its declared column is gone.
-struct SoftDeleteColumn(Option<Result<ColumnReader, InvariantError>>);
+/// What the row trigger needs of a soft-delete relation, resolved once:
+/// None when the relation is not a soft-delete table, Err when its declared
+/// column is gone.
+struct SoftDeleteTarget(Option<Result<Target, InvariantError>>);
 
-fn resolve_column(relid: Oid) -> SoftDeleteColumn {
-    SoftDeleteColumn(soft_delete_column(relid).map(|name| {
-        let table = Table::lookup(relid);
-        crate::catalog::columns(relid).into_iter().find(|c| c.name == name).map(|c| ColumnReader::new(&c)).ok_or_else(
-            || {
-                let display = table.as_ref().map_or(String::new(), Table::display);
-                InvariantError::new(
-                    Code::ERRCODE_UNDEFINED_COLUMN,
-                    format!("soft-delete column \"{name}\" of table {display} no longer exists; DELETE refused"),
-                )
-                .detail("Deleting for real would lose the rows that soft delete is there to keep.")
-                .hint(format!(
-                    "Enable soft delete again with the column's new name: SELECT invariants.enable_soft_delete('{display}', '<column>');"
-                ))
-            },
+struct Target {
+    column: ColumnReader,
+    /// The ON DELETE CASCADE keys by which a parent's delete reaches it.
+    parents: Vec<CascadeParent>,
+}
+
+/// A parent whose hard delete cascades into the relation.
+struct CascadeParent {
+    parent: Table,
+    /// The relation's key columns and their types.
+    columns: Vec<(ColumnReader, Oid)>,
+    /// True when the parent row with the key `$1, $2, ...` exists.
+    exists_sql: String,
+}
+
+fn resolve_target(relid: Oid) -> SoftDeleteTarget {
+    let Some(name) = soft_delete_column(relid) else {
+        return SoftDeleteTarget(None);
+    };
+    let columns = crate::catalog::columns(relid);
+    let reader = |name: &str| columns.iter().find(|c| c.name == name);
+    let Some(column) = reader(&name).map(ColumnReader::new) else {
+        let display = Table::lookup(relid).as_ref().map_or(String::new(), Table::display);
+        return SoftDeleteTarget(Some(Err(InvariantError::new(
+            Code::ERRCODE_UNDEFINED_COLUMN,
+            format!("soft-delete column \"{name}\" of table {display} no longer exists; DELETE refused"),
         )
-    }))
+        .detail("Deleting for real would lose the rows that soft delete is there to keep.")
+        .hint(format!(
+            "Enable soft delete again with the column's new name: SELECT invariants.enable_soft_delete('{display}', '<column>');"
+        )))));
+    };
+    let parents = cascade_keys(relid, false)
+        .into_iter()
+        .filter_map(|key| {
+            let columns = key
+                .child_columns
+                .iter()
+                .map(|c| reader(c).map(|c| (ColumnReader::new(c), c.type_oid)))
+                .collect::<Option<Vec<_>>>()?;
+            let matches = key
+                .parent_columns
+                .iter()
+                .zip(&key.equality)
+                .enumerate()
+                .map(|(i, (p, op))| format!("p.{} {op} ${}", quote_ident(p), i + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let only = if key.parent.partitioned { "" } else { "ONLY " };
+            let exists_sql = format!(
+                "SELECT EXISTS (SELECT FROM {only}{} p WHERE {matches})",
+                key.parent.qualified()
+            );
+            Some(CascadeParent {
+                parent: key.parent,
+                columns,
+                exists_sql,
+            })
+        })
+        .collect();
+    SoftDeleteTarget(Some(Ok(Target { column, parents })))
+}
+
+/// The first cascade parent of `row` that no longer exists, each read as
+/// its owner.
+fn missing_parent<'a>(target: &'a Target, row: &Row) -> Option<&'a Table> {
+    target
+        .parents
+        .iter()
+        .find(|p| {
+            let key: Option<Vec<DatumWithOid>> = p
+                .columns
+                .iter()
+                .map(|(reader, type_oid)| {
+                    // SAFETY: a value of the column's own type, read from the
+                    // row the trigger manager holds until the trigger returns.
+                    reader
+                        .datum(row)
+                        .map(|datum| unsafe { DatumWithOid::new(datum, *type_oid) })
+                })
+                .collect();
+            // A key with a NULL references nothing.
+            key.is_some_and(|key| {
+                as_table_owner(p.parent.oid, || {
+                    spi(Spi::get_one_with_args::<bool>(&p.exists_sql, &key))
+                }) != Some(true)
+            })
+        })
+        .map(|p| &p.parent)
 }
 
 fn row_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
@@ -135,18 +211,27 @@ fn row_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     if purging(relid) {
         return Ok(Datum::from(tuple));
     }
-    let column = relcache::get_or_build(relid, || resolve_column(relid));
-    let column = match &column.0 {
+    let target = relcache::get_or_build(relid, || resolve_target(relid));
+    let target = match &target.0 {
         // Not (or no longer) a soft-delete table: delete as usual.
         None => return Ok(Datum::from(tuple)),
         Some(Err(error)) => return Err(error.clone()),
-        Some(Ok(column)) => column,
+        Some(Ok(target)) => target,
     };
-    // A row a foreign-key action deletes is noted even when it is already
-    // soft-deleted: the statement step refuses the hard cascade it means.
-    // SAFETY: the old row of this relation, from the trigger manager; the
-    // flag is read from the session state.
-    if unsafe { column.is_null_in(tuple, desc) || pg_sys::InNoForceRLSOperation() } {
+    // Foreign-key actions run with row-level security off; so does the
+    // extension's own work, which also restricts the context.
+    // SAFETY: reads flags of the session state.
+    if unsafe { pg_sys::InNoForceRLSOperation() } && !target.parents.is_empty() {
+        // SAFETY: the old row of this relation, held by the trigger manager
+        // until this returns.
+        let row = unsafe { Row::in_slot(trigger.tg_trigslot, tuple) };
+        if let Some(parent) = crate::privilege::pinned(|| missing_parent(target, &row)) {
+            let table = Table::lookup(relid).unwrap_or_else(|| parent.clone());
+            return Err(hard_cascade_error(parent, &table));
+        }
+    }
+    // SAFETY: the old row of this relation, from the trigger manager.
+    if unsafe { target.column.is_null_in(tuple, desc) } {
         // SAFETY: t_self is the address of the row being deleted; reading
         // the subtransaction id has no side effect.
         let (ctid, subxact) = unsafe { ((*tuple).t_self, pg_sys::GetCurrentSubTransactionId()) };
@@ -161,6 +246,13 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
     let trigger = unsafe { trigger_data(fcinfo)? };
     // SAFETY: the trigger manager passes an open relation.
     let relid = unsafe { (*trigger.tg_relation).rd_id };
+    crate::privilege::pinned(|| apply(relid));
+    Ok(Datum::from(0))
+}
+
+/// Soft-deletes, as each table's owner, the rows the row trigger kept for
+/// the statement on `relid` (and its partitions).
+fn apply(relid: Oid) {
     let tree = partition_tree(relid);
     let mine: Vec<Pending> = PENDING.with(|p| {
         let (mine, rest): (Vec<Pending>, Vec<Pending>) =
@@ -177,7 +269,6 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
             continue;
         };
         let ctids: Vec<pg_sys::ItemPointerData> = mine.iter().filter(|e| e.relid == rel).map(|e| e.ctid).collect();
-        refuse_hard_cascade(&table, &ctids)?;
         let sql = format!(
             "UPDATE ONLY {} SET {col} = pg_catalog.now() WHERE ctid OPERATOR(pg_catalog.=) ANY ($1) AND {col} IS NULL",
             table.qualified(),
@@ -186,7 +277,6 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
         // Its AFTER UPDATE trigger soft-deletes the cascade children.
         as_table_owner(rel, || spi(Spi::run_with_args(&sql, &[ctids.into()])));
     }
-    Ok(Datum::from(0))
 }
 
 /// `invariants.soft_delete_cascade()`: AFTER UPDATE OF <column> FOR EACH
@@ -198,15 +288,21 @@ fn cascade_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantErro
     let trigger = unsafe { trigger_data(fcinfo)? };
     // SAFETY: the trigger manager passes an open relation.
     let relid = unsafe { (*trigger.tg_relation).rd_id };
-    cascade(relid);
+    crate::privilege::pinned(|| cascade(relid));
     Ok(Datum::from(0))
 }
 
-/// One step of a cascade: the soft-delete children of a relation, each with
-/// the UPDATE that soft-deletes the children of its rows deleted now.
+/// One step of a cascade: a soft-delete child of a relation. The keys of
+/// the parent rows soft-deleted now are read as the parent's owner, then
+/// the child rows referencing them are soft-deleted as the child's owner,
+/// the way Postgres' own ON DELETE CASCADE runs.
 struct CascadeStep {
+    parent: Oid,
     child: Oid,
-    sql: String,
+    /// One array per key column of the parent rows soft-deleted now.
+    parent_keys_sql: String,
+    /// Soft-deletes the live children of the keys `$1, $2, ...`; returns how many.
+    child_sql: String,
 }
 
 /// The cascade steps from one relation; empty when it is not a soft-delete
@@ -227,23 +323,48 @@ fn cascade_plan(relid: Oid) -> std::rc::Rc<CascadePlan> {
             .into_iter()
             .filter_map(|key| {
                 let child_column = soft_delete_column(key.child.oid)?;
-                let sql = format!(
+                let arrays = key
+                    .parent_columns
+                    .iter()
+                    .map(|c| format!("pg_catalog.array_agg(p.{})", quote_ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let parent_keys_sql = format!(
+                    "SELECT {arrays} FROM {} p WHERE p.{} OPERATOR(pg_catalog.=) pg_catalog.now()",
+                    key.parent.qualified(),
+                    quote_ident(&parent_column)
+                );
+                let names = (1..=key.parent_columns.len())
+                    .map(|i| format!("k{i}"))
+                    .collect::<Vec<_>>();
+                let params = (1..=key.parent_columns.len())
+                    .map(|i| format!("pg_catalog.unnest(${i})"))
+                    .collect::<Vec<_>>();
+                let matches = key
+                    .child_columns
+                    .iter()
+                    .zip(&key.equality)
+                    .zip(&names)
+                    .map(|((c, op), k)| format!("k.{k} {op} c.{}", quote_ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let child_sql = format!(
                     "WITH done AS (
                          UPDATE {child} c SET {cc} = pg_catalog.now()
-                          WHERE c.{cc} IS NULL
-                            AND EXISTS (SELECT FROM {parent} p
-                                         WHERE {join} AND p.{pc} OPERATOR(pg_catalog.=) pg_catalog.now())
+                           FROM ROWS FROM ({params}) AS k({names})
+                          WHERE c.{cc} IS NULL AND {matches}
                       RETURNING 1)
                      SELECT pg_catalog.count(*) FROM done",
                     child = key.child.qualified(),
-                    parent = key.parent.qualified(),
-                    join = key.join(),
                     cc = quote_ident(&child_column),
-                    pc = quote_ident(&parent_column),
+                    params = params.join(", "),
+                    names = names.join(", "),
                 );
                 Some(CascadeStep {
+                    parent: key.parent.oid,
                     child: key.child.oid,
-                    sql,
+                    parent_keys_sql,
+                    child_sql,
                 })
             })
             .collect();
@@ -251,50 +372,27 @@ fn cascade_plan(relid: Oid) -> std::rc::Rc<CascadePlan> {
     })
 }
 
-/// Fails when the kept rows are children whose ON DELETE CASCADE parent is
-/// gone: the delete came from a hard delete of the parent.
-fn refuse_hard_cascade(table: &Table, ctids: &[pg_sys::ItemPointerData]) -> Result<(), InvariantError> {
-    for key in cascade_keys(table.oid, false) {
-        let present = key
-            .child_columns
-            .iter()
-            .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let orphans = spi(Spi::get_one_with_args::<i64>(
-            &format!(
-                "SELECT count(*) FROM ONLY {} c WHERE c.ctid = ANY ($1) AND {present}
-                    AND NOT EXISTS (SELECT FROM {} p WHERE {})",
-                table.qualified(),
-                key.parent.qualified(),
-                key.join()
-            ),
-            &[ctids.to_vec().into()],
-        ))
-        .unwrap_or(0);
-        if orphans > 0 {
-            return Err(InvariantError::new(
-                Code::ERRCODE_FOREIGN_KEY_VIOLATION,
-                format!(
-                    "deleting rows of {} would cascade into soft-delete table {}",
-                    key.parent.display(),
-                    table.display()
-                ),
-            )
-            .detail(format!(
-                "{orphans} rows of {} reference them through ON DELETE CASCADE; keeping them would leave orphans and deleting them would lose them.",
-                table.display()
-            ))
-            .hint(format!(
-                "Make {} a soft-delete table too (invariants.enable_soft_delete('{}')), purge the {} rows first, or change the foreign key to ON DELETE RESTRICT.",
-                key.parent.display(),
-                key.parent.display(),
-                table.display()
-            ))
-            .table(&table.schema, &table.name));
-        }
-    }
-    Ok(())
+/// The refusal of a hard delete of `parent` that cascades into `table`.
+fn hard_cascade_error(parent: &Table, table: &Table) -> InvariantError {
+    InvariantError::new(
+        Code::ERRCODE_FOREIGN_KEY_VIOLATION,
+        format!(
+            "deleting rows of {} would cascade into soft-delete table {}",
+            parent.display(),
+            table.display()
+        ),
+    )
+    .detail(format!(
+        "Rows of {} reference them through ON DELETE CASCADE; keeping them would leave orphans and deleting them would lose them.",
+        table.display()
+    ))
+    .hint(format!(
+        "Make {} a soft-delete table too (invariants.enable_soft_delete('{}')), purge the {} rows first, or change the foreign key to ON DELETE RESTRICT.",
+        parent.display(),
+        parent.display(),
+        table.display()
+    ))
+    .table(&table.schema, &table.name)
 }
 
 /// Soft-deletes, with the same timestamp, the rows that reference rows of
@@ -315,8 +413,15 @@ fn cascade(relid: Oid) {
     while let Some(parent) = queue.pop() {
         let plan = cascade_plan(parent);
         for step in &plan.0 {
-            let changed = as_table_owner(step.child, || spi(Spi::get_one::<i64>(&step.sql))).unwrap_or(0);
-            if changed > 0 {
+            let keys = as_table_owner(step.parent, || first_row(&step.parent_keys_sql, &[]));
+            if keys.iter().any(|k| k.datum.is_none()) {
+                continue; // no parent row soft-deleted now
+            }
+            let args: Vec<_> = keys.iter().map(|k| k.arg()).collect();
+            let changed = as_table_owner(step.child, || {
+                spi(Spi::get_one_with_args::<i64>(&step.child_sql, &args))
+            });
+            if changed.unwrap_or(0) > 0 {
                 queue.push(step.child);
             }
         }

@@ -244,7 +244,7 @@ mod tests {
                                 deleted_at timestamptz)");
         run("SELECT invariants.enable_soft_delete('pets')");
         assert_eq!(
-            count("SELECT count(*) FROM invariants.lint() WHERE object = 'pets.pets_owner' AND problem LIKE '%soft-delete table pets%'"),
+            count("SELECT count(*) FROM invariants.lint() WHERE object = 'public.pets.pets_owner' AND problem LIKE '%soft-delete table public.pets%'"),
             1
         );
         run("ALTER TABLE pets DISABLE TRIGGER invariants_soft_delete");
