@@ -12,6 +12,8 @@ CREATE TABLE invariants.rule_definitions (
     spec       jsonb       NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     created_by text        NOT NULL DEFAULT current_user,
+    -- A count rule's child table (so a rename changes nothing).
+    child      regclass,
     PRIMARY KEY (tbl, name)
 );
 COMMENT ON TABLE invariants.rule_definitions IS

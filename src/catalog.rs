@@ -540,3 +540,19 @@ pub fn array_of(element_type: Oid, values: &[Option<pg_sys::Datum>]) -> Value {
         }
     }
 }
+
+/// A value in its type's text form, for messages; NULL for none.
+pub fn display_value(value: &Value) -> String {
+    let Some(datum) = value.datum else {
+        return "NULL".into();
+    };
+    let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+    // SAFETY: a catalog lookup of an existing type; its output function,
+    // called on a non-null value of it, returns a palloc'd C string.
+    unsafe {
+        pg_sys::getTypeOutputInfo(value.type_oid, &mut output, &mut varlena);
+        std::ffi::CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, datum))
+            .to_string_lossy()
+            .into_owned()
+    }
+}

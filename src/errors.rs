@@ -6,7 +6,7 @@
 //!
 //! SQL functions call [`InvariantError::raise`], which goes through pgrx's own
 //! reporting (SQLSTATE, message, DETAIL and HINT). Trigger functions return
-//! `Result<_, InvariantError>` and are entered through [`trigger_entry`],
+//! `Result<_, InvariantError>` and are entered through [`function_entry`],
 //! which raises the error with every field set: pgrx cannot set the table and
 //! constraint fields, so that last step calls Postgres' `errstart` ...
 //! `errfinish` sequence itself, from a frame holding no Rust values.
@@ -73,7 +73,7 @@ impl InvariantError {
 
     /// Raises the error from a SQL function (anything called through pgrx).
     /// The table, column and constraint fields are not carried on this path;
-    /// triggers, where they matter, go through [`trigger_entry`].
+    /// triggers, where they matter, go through [`function_entry`].
     pub fn raise(self) -> ! {
         let mut report = ErrorReport::new(self.code, self.message, "pg_invariants");
         if let Some(detail) = self.detail {
@@ -140,7 +140,7 @@ impl InvariantError {
     }
 }
 
-/// Enters a trigger body from Postgres. Panics and Postgres errors inside
+/// Enters a function body from Postgres. Panics and Postgres errors inside
 /// `body` are handled by pgrx as everywhere else; an `Err` returned by `body`
 /// is raised with every field of the [`InvariantError`] set.
 ///
@@ -148,7 +148,7 @@ impl InvariantError {
 /// Call only as the whole body of an `extern "C"` function that Postgres
 /// calls with `fcinfo`, holding no value with a destructor: raising an ERROR
 /// longjmps out of this frame and that caller's frame.
-pub unsafe fn trigger_entry(
+pub unsafe fn function_entry(
     fcinfo: pg_sys::FunctionCallInfo,
     body: fn(pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError>,
 ) -> pg_sys::Datum {
@@ -165,6 +165,27 @@ pub unsafe fn trigger_entry(
         // SAFETY: every string lives in Postgres memory, and this frame and
         // the caller's hold nothing with a destructor.
         Outcome::Failed(prepared) => unsafe { throw(prepared) },
+    }
+}
+
+/// Runs `body` from a callback Postgres calls (a transaction callback, say),
+/// raising its error with every field set, as [`function_entry`] does.
+///
+/// # Safety
+/// Call only as the whole body of an `extern "C"` function Postgres calls,
+/// holding no value with a destructor.
+pub unsafe fn callback_entry(body: fn() -> Result<(), InvariantError>) {
+    // SAFETY: as in function_entry: only `Copy` data leaves the guard.
+    let outcome = unsafe {
+        pgrx::pgrx_extern_c_guard(AssertUnwindSafe(|| match body() {
+            Ok(()) => Outcome::Done(pg_sys::Datum::from(0)),
+            Err(error) => Outcome::Failed(error.prepare()),
+        }))
+    };
+    if let Outcome::Failed(prepared) = outcome {
+        // SAFETY: every string lives in Postgres memory, and this frame and
+        // the caller's hold nothing with a destructor.
+        unsafe { throw(prepared) }
     }
 }
 
@@ -235,10 +256,12 @@ pub unsafe fn trigger_data<'a>(fcinfo: pg_sys::FunctionCallInfo) -> Result<&'a p
     }
 }
 
-/// Defines a C-callable trigger function `$name` (with its `pg_finfo_`
-/// record) whose body is `$body`, entered through [`trigger_entry`].
+/// Defines a C-callable function `$name` (with its `pg_finfo_` record)
+/// whose body is `$body`, entered through [`function_entry`]: every trigger
+/// function of the extension, and the SQL functions whose errors carry the
+/// table and constraint fields.
 #[macro_export]
-macro_rules! trigger_function {
+macro_rules! c_function {
     ($name:ident, $finfo:ident, $body:path) => {
         #[no_mangle]
         #[doc(hidden)]
@@ -252,7 +275,7 @@ macro_rules! trigger_function {
         pub extern "C" fn $name(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
             // SAFETY: Postgres calls this with its own fcinfo, and this frame
             // holds nothing with a destructor.
-            unsafe { $crate::errors::trigger_entry(fcinfo, $body) }
+            unsafe { $crate::errors::function_entry(fcinfo, $body) }
         }
     };
 }

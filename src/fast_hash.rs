@@ -40,3 +40,12 @@ impl Hasher for FnvHasher {
 
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
 pub type FastSet<T> = HashSet<T, BuildHasherDefault<FnvHasher>>;
+
+/// FNV-1a of a string: stable across processes and versions, for names
+/// derived from user input.
+pub fn hash_str(text: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = FnvHasher::default();
+    hasher.write(text.as_bytes());
+    hasher.finish()
+}

@@ -40,7 +40,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn audit_builds_row_images_as_the_caller_when_a_user_cast_to_json_exists() {
+    fn audit_never_calls_a_users_cast_to_json() {
         run("CREATE ROLE mallory; GRANT CREATE, USAGE ON SCHEMA public TO mallory");
         run("SET LOCAL ROLE mallory");
         run("CREATE TABLE public.seen (who text, super bool);
@@ -55,14 +55,9 @@ mod tests {
              DELETE FROM public.moods WHERE id = 1;
              TRUNCATE public.moods;");
         run("RESET ROLE");
+        assert_eq!(count("SELECT count(*) FROM seen"), 0, "a user's cast ran");
         assert_eq!(
-            count("SELECT count(*) FROM seen WHERE super"),
-            0,
-            "a user's cast ran as a superuser"
-        );
-        assert_eq!(count("SELECT count(*) FROM seen WHERE who = 'mallory'"), 2);
-        assert_eq!(
-            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'moods'::regclass"),
+            count("SELECT count(*) FROM invariants.audit_log WHERE tbl = 'moods'::regclass AND row_data->>'m' = 'x'"),
             2
         );
         assert_eq!(
@@ -109,16 +104,16 @@ mod tests {
              SELECT invariants.require_count('customers', 'n', 'orders', 'customer_id', 'counted');
              SELECT invariants.require_count('stores', 'n', 'orders', 'store_id', 'counted');
              INSERT INTO customers VALUES (1, 0); INSERT INTO stores VALUES (1, 0);
-             SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED;");
+             SELECT invariants.check_counts();");
         let error = error_of(
             "DO $d$ BEGIN INSERT INTO orders VALUES (1, 1, 1); UPDATE customers SET n = 1;
-             SET CONSTRAINTS ALL IMMEDIATE; END $d$",
+             PERFORM invariants.check_counts(); END $d$",
         )
         .expect("the store's count is wrong");
         assert_eq!(error.table, "stores");
         run(
             "INSERT INTO orders VALUES (1, 1, 1); UPDATE customers SET n = 1; UPDATE stores SET n = 1;
-             SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED",
+             SELECT invariants.check_counts()",
         );
         assert_eq!(count("SELECT count(*) FROM orders"), 1);
     }

@@ -266,3 +266,28 @@ unsafe fn inline_varlena(datum: Datum) -> *const pg_sys::varlena {
         }
     }
 }
+
+/// A copy of a value in the current memory context (detoasted), as
+/// Postgres' `datumCopy` makes it.
+///
+/// # Safety
+/// `datum` must be a non-null value of a type of length `typlen`, passed by
+/// value when `typbyval`.
+pub unsafe fn copy_datum(datum: Datum, typlen: i16, typbyval: bool) -> Datum {
+    if typbyval {
+        return datum;
+    }
+    // SAFETY: per the contract; the copy is palloc'd.
+    unsafe {
+        match typlen {
+            -1 => Datum::from(pg_sys::pg_detoast_datum_copy(datum.cast_mut_ptr())),
+            -2 => Datum::from(pg_sys::pstrdup(datum.cast_mut_ptr())),
+            len => {
+                let len = len.max(0) as usize;
+                let copy = pg_sys::palloc(len);
+                std::ptr::copy_nonoverlapping(datum.cast_mut_ptr::<u8>(), copy as *mut u8, len);
+                Datum::from(copy)
+            }
+        }
+    }
+}

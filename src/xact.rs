@@ -1,6 +1,7 @@
 //! Per-transaction state of the capabilities (the delete budget, rows
-//! waiting to be soft-deleted) is dropped here when a subtransaction
-//! aborts and when the transaction ends.
+//! waiting to be soft-deleted, parents waiting for their count check) is
+//! dropped here when a subtransaction aborts and when the transaction ends;
+//! count checks run here as the transaction commits.
 use pgrx::pg_sys::{self, SubTransactionId};
 
 #[pgrx::pg_guard]
@@ -13,22 +14,33 @@ unsafe extern "C-unwind" fn on_subxact(
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
         crate::guards::delete_budget::forget_subxact(subxact);
         crate::soft_delete::soft_delete::forget_subxact(subxact);
+        crate::rules::require_count::forget_subxact(subxact);
     }
 }
 
-#[pgrx::pg_guard]
+/// Checks the parents the transaction touched as it commits; drops every
+/// capability's per-transaction state when it ends.
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
-    if matches!(
-        event,
+    let body: fn() -> Result<(), crate::errors::InvariantError> = match event {
+        pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            crate::rules::require_count::check_touched
+        }
         pg_sys::XactEvent::XACT_EVENT_COMMIT
-            | pg_sys::XactEvent::XACT_EVENT_ABORT
-            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
-            | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
-            | pg_sys::XactEvent::XACT_EVENT_PREPARE
-    ) {
-        crate::guards::delete_budget::forget_all();
-        crate::soft_delete::soft_delete::forget_all();
-    }
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => forget_all,
+        _ => return,
+    };
+    // SAFETY: this frame holds nothing with a destructor.
+    unsafe { crate::errors::callback_entry(body) };
+}
+
+fn forget_all() -> Result<(), crate::errors::InvariantError> {
+    crate::guards::delete_budget::forget_all();
+    crate::soft_delete::soft_delete::forget_all();
+    crate::rules::require_count::forget_all();
+    Ok(())
 }
 
 /// Registers the callbacks; once per backend, from `_PG_init`.

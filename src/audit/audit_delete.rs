@@ -19,7 +19,7 @@ use crate::relcache;
 
 pub const TRIGGER_NAME: &str = "invariants_audit_delete";
 
-crate::trigger_function!(audit_delete, pg_finfo_audit_delete, audit_delete_body);
+crate::c_function!(audit_delete, pg_finfo_audit_delete, audit_delete_body);
 
 pgrx::extension_sql!(
     r#"

@@ -14,7 +14,7 @@ use crate::privilege::{as_table_owner, pinned};
 
 pub const TRIGGER_NAME: &str = "invariants_audit_truncate";
 
-crate::trigger_function!(audit_truncate, pg_finfo_audit_truncate, audit_truncate_body);
+crate::c_function!(audit_truncate, pg_finfo_audit_truncate, audit_truncate_body);
 
 pgrx::extension_sql!(
     r#"

@@ -23,7 +23,7 @@ thread_local! {
     static PRUNING: Cell<bool> = const { Cell::new(false) };
 }
 
-crate::trigger_function!(audit_log_append_only, pg_finfo_audit_log_append_only, refuse_changes);
+crate::c_function!(audit_log_append_only, pg_finfo_audit_log_append_only, refuse_changes);
 
 fn refuse_changes(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
     // SAFETY: Postgres calls this function only as a trigger.

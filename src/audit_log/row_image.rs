@@ -6,8 +6,9 @@
 //!
 //! Only tables whose columns all convert to a jsonb scalar are handled:
 //! booleans, numbers, dates and timestamps, and any type that becomes its
-//! text form. Arrays, composites, json, jsonb and types with their own cast
-//! to json keep going through `to_jsonb`.
+//! text form (a type with its own cast to json included: the cast is not
+//! called, so restore reads the value back). Arrays, composites, json and
+//! jsonb keep going through `to_jsonb`.
 use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -137,32 +138,15 @@ fn conversion_for(type_oid: Oid) -> Option<Conversion> {
                     || base == pg_sys::ANYARRAYOID
                     || base == pg_sys::ANYCOMPATIBLEARRAYOID
                     || base == pg_sys::RECORDARRAYOID;
-                if is_array || pg_sys::type_is_rowtype(base) || has_json_cast(base) {
+                if is_array || pg_sys::type_is_rowtype(base) {
                     return None;
                 }
+                // A type's own cast to json is never called: its text form
+                // is what restore reads back.
                 Conversion::Output { output: output() }
             }
         })
     }
-}
-
-/// A type not built in with a cast function to json, which `to_jsonb`
-/// would call.
-fn has_json_cast(type_oid: Oid) -> bool {
-    if u32::from(type_oid) < pg_sys::FirstNormalObjectId {
-        return false;
-    }
-    let mut cast = pg_sys::InvalidOid;
-    // SAFETY: a catalog lookup into a local.
-    let path = unsafe {
-        pg_sys::find_coercion_pathway(
-            pg_sys::JSONOID,
-            type_oid,
-            pg_sys::CoercionContext::COERCION_EXPLICIT,
-            &mut cast,
-        )
-    };
-    path == pg_sys::CoercionPathType::COERCION_PATH_FUNC && cast != pg_sys::InvalidOid
 }
 
 /// # Safety

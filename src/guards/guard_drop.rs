@@ -67,8 +67,8 @@ CREATE EVENT TRIGGER invariants_guard_alter ON ddl_command_end WHEN TAG IN ('ALT
     requires = ["schema"]
 );
 
-crate::trigger_function!(guard_drop, pg_finfo_guard_drop, guard_drop_body);
-crate::trigger_function!(guard_alter, pg_finfo_guard_alter, guard_alter_body);
+crate::c_function!(guard_drop, pg_finfo_guard_drop, guard_drop_body);
+crate::c_function!(guard_alter, pg_finfo_guard_alter, guard_alter_body);
 
 fn require_event_trigger(fcinfo: pg_sys::FunctionCallInfo) -> Result<(), InvariantError> {
     // SAFETY: fcinfo is the one Postgres passed; context is NULL or a node.

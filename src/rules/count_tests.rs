@@ -1,5 +1,5 @@
-//! Tests of `require_count`. A `#[pg_test]` never commits, so the deferred
-//! checks are fired with SET CONSTRAINTS ALL IMMEDIATE, as at COMMIT.
+//! Tests of `require_count`. A `#[pg_test]` never commits, so the checks
+//! COMMIT runs are run with `invariants.check_counts()`.
 #[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
@@ -15,16 +15,15 @@ mod tests {
         run("SELECT invariants.require_count('import_sessions', 'total_prospects', 'prospects', 'session_id')");
     }
 
-    /// Runs `sql` and fires the deferred checks as COMMIT would, then defers
-    /// them again for what follows.
+    /// Runs `sql` and the checks COMMIT would run.
     fn commit(sql: &str) {
-        run(&format!(
-            "{sql}; SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED"
-        ));
+        run(&format!("{sql}; SELECT invariants.check_counts()"));
     }
 
     fn commit_check(sql: &str) -> Option<crate::testing::CaughtError> {
-        error_of(&format!("DO $d$ BEGIN {sql}; SET CONSTRAINTS ALL IMMEDIATE; END $d$"))
+        error_of(&format!(
+            "DO $d$ BEGIN {sql}; PERFORM invariants.check_counts(); END $d$"
+        ))
     }
 
     #[pg_test]
@@ -66,7 +65,7 @@ mod tests {
         // A later wrong change in the same transaction is checked again.
         assert_eq!(
             sqlstate_of(
-                "DO $d$ BEGIN DELETE FROM prospects WHERE session_id = 2; SET CONSTRAINTS ALL IMMEDIATE; END $d$"
+                "DO $d$ BEGIN DELETE FROM prospects WHERE session_id = 2; PERFORM invariants.check_counts(); END $d$"
             ),
             "23514"
         );

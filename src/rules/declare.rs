@@ -212,9 +212,6 @@ fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
         let table = table_arg(tbl, "tbl");
         let name = required(name, "name");
         let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
-        if let Some(RuleSpec::RequireCount(count)) = rules.iter().find(|r| r.name == name).map(|r| &r.spec) {
-            super::require_count::drop_triggers(&table, &name, count);
-        }
         let removed = as_extension_owner(|| {
             spi(Spi::get_one_with_args::<i64>(
                 "WITH gone AS (DELETE FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2 RETURNING 1)
@@ -229,6 +226,9 @@ fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
             )
             .hint("SELECT name FROM invariants.rules WHERE tbl = '...'::regclass lists the table's rules.")
             .raise();
+        }
+        if let Some(RuleSpec::RequireCount(count)) = rules.iter().find(|r| r.name == name).map(|r| &r.spec) {
+            super::require_count::drop_triggers(&table, &name, count);
         }
         install_trigger(&table);
     })
@@ -314,15 +314,20 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
         other => other,
     };
     let spec = spec.complete(table).unwrap_or_else(|e| e.raise());
+    let child = match &spec {
+        RuleSpec::RequireCount(count) => catalog::oid_of(&count.child),
+        _ => None,
+    };
     as_extension_owner(|| {
         spi(Spi::run_with_args(
-            "INSERT INTO invariants.rule_definitions (tbl, name, kind, spec, created_by)
-             VALUES ($1, $2, $3, $4, session_user)",
+            "INSERT INTO invariants.rule_definitions (tbl, name, kind, spec, created_by, child)
+             VALUES ($1, $2, $3, $4, session_user, $5)",
             &[
                 Regclass(table.oid).into(),
                 name.into(),
                 spec.kind().into(),
                 JsonB(spec.to_json()).into(),
+                child.map(Regclass).into(),
             ],
         ))
     });
@@ -364,7 +369,8 @@ CREATE VIEW invariants.rules AS
 SELECT r.tbl,
        r.name,
        r.kind,
-       r.spec,
+       CASE WHEN r.child IS NULL THEN r.spec
+            ELSE r.spec || pg_catalog.jsonb_build_object('child', r.child::pg_catalog.text) END AS spec,
        r.spec ->> 'message'        AS message,
        r.kind <> 'write_once'      AS detectable,
        r.spec ? 'repair'           AS repairable,

@@ -13,7 +13,7 @@ use crate::fast_hash::FastSet;
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
-crate::trigger_function!(enforce_rules, pg_finfo_enforce_rules, enforce);
+crate::c_function!(enforce_rules, pg_finfo_enforce_rules, enforce);
 
 pgrx::extension_sql!(
     r#"

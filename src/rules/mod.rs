@@ -35,9 +35,9 @@ pub struct Rule {
 /// ordered by table and name.
 pub fn load(tables: Option<&[Oid]>) -> Result<Vec<Rule>, InvariantError> {
     let oids: Option<Vec<Oid>> = tables.map(|t| t.to_vec());
-    let rows: Vec<(Oid, String, String, pgrx::JsonB)> = Spi::connect(|client| {
+    let rows: Vec<(Oid, String, String, pgrx::JsonB, Option<Oid>)> = Spi::connect(|client| {
         let rows = spi(client.select(
-            "SELECT tbl::oid, name, kind, spec FROM invariants.rule_definitions
+            "SELECT tbl::oid, name, kind, spec, child::oid FROM invariants.rule_definitions
               WHERE $1::oid[] IS NULL OR tbl::oid = ANY ($1)
               ORDER BY tbl::oid, name",
             None,
@@ -49,17 +49,21 @@ pub fn load(tables: Option<&[Oid]>) -> Result<Vec<Rule>, InvariantError> {
                 spi(row.get::<String>(2)).unwrap_or_default(),
                 spi(row.get::<String>(3)).unwrap_or_default(),
                 spi(row.get::<pgrx::JsonB>(4)).unwrap_or(pgrx::JsonB(serde_json::Value::Null)),
+                spi(row.get::<Oid>(5)),
             )
         })
         .collect()
     });
     rows.into_iter()
-        .map(|(tbl, name, kind, spec)| {
-            Ok(Rule {
-                tbl,
-                name,
-                spec: RuleSpec::parse(&kind, &spec.0)?,
-            })
+        .map(|(tbl, name, kind, spec, child)| {
+            let mut spec = RuleSpec::parse(&kind, &spec.0)?;
+            // A count rule's child by its current name, whatever it was
+            // called when declared.
+            if let (RuleSpec::RequireCount(count), Some(child)) = (&mut spec, child) {
+                count.child = crate::catalog::Table::lookup(child)
+                    .map_or_else(|| format!("(dropped table {})", child.to_u32()), |t| t.qualified());
+            }
+            Ok(Rule { tbl, name, spec })
         })
         .collect()
 }

@@ -1,10 +1,13 @@
 //! Cross-table counts (incident 2): `invariants.require_count` declares
 //! that a parent's count column equals the number of its child rows.
 //!
-//! Two deferred constraint triggers note every parent a transaction touches
+//! Two row triggers note every parent a transaction touches
 //! (`invariants.count_child_changed()` on the child: rows inserted, deleted
 //! or moved; `invariants.count_parent_changed()` on the parent: rows
-//! inserted or their count changed) and check each of them once, at COMMIT.
+//! inserted or their count changed), and each noted parent is checked once,
+//! when the transaction commits (or is prepared), after its deferred
+//! constraints. Noting is all a trigger does: the checks read the parent as
+//! its owner and the child as its owner, whoever commits.
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -14,10 +17,9 @@ use pgrx::prelude::*;
 
 use super::declare::{declare, required};
 use super::spec::{RequireCount, RuleSpec};
-use crate::catalog::{self, column_arg, first_row, quote_ident, spi, table_arg, Regclass, Table, Value};
+use crate::catalog::{self, column_arg, first_row, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
 use crate::errors::{trigger_data, Code, InvariantError};
-use crate::privilege::as_table_owner;
-use crate::privilege::pinned;
+use crate::privilege::{as_table_owner, pinned};
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
@@ -66,8 +68,13 @@ pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, 
             ),
         ));
     }
-    let child_oid = catalog::oid_of(&spec.child);
-    let child = table_arg(child_oid.map(Regclass), "child");
+    let Some(child_oid) = catalog::oid_of(&spec.child) else {
+        return Err(InvariantError::new(
+            Code::ERRCODE_UNDEFINED_TABLE,
+            format!("argument child: table {} does not exist", quote_literal(&spec.child)),
+        ));
+    };
+    let child = table_arg(Some(Regclass(child_oid)), "child");
     if spec.fk_columns.is_empty() {
         return Err(InvariantError::new(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -93,8 +100,33 @@ pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, 
                 .hint("Add the foreign key, or give the parent a primary key with as many columns as fk_column names.")
             })?;
     }
+    if spec.parent_columns.len() != spec.fk_columns.len() {
+        return Err(InvariantError::new(
+            Code::ERRCODE_INVALID_FOREIGN_KEY,
+            format!(
+                "argument fk_column: {} columns of {} cannot reference the {} key columns of {}",
+                spec.fk_columns.len(),
+                child.display(),
+                spec.parent_columns.len(),
+                parent.display()
+            ),
+        ));
+    }
     for column in &spec.parent_columns {
         column_arg(parent, Some(column), "parent key");
+    }
+    if key_operators(parent, &spec, &child).is_none() {
+        return Err(InvariantError::new(
+            Code::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "argument fk_column: the types of {}'s ({}) do not match {}'s key ({})",
+                child.display(),
+                spec.fk_columns.join(", "),
+                parent.display(),
+                spec.parent_columns.join(", ")
+            ),
+        )
+        .hint("Compare columns of the same type, or declare a foreign key between them."));
     }
     if spec.message.as_deref().is_some_and(|m| m.trim().is_empty()) {
         return Err(InvariantError::new(
@@ -140,52 +172,87 @@ fn referenced_columns(child: &Table, fk_columns: &[String], parent: &Table) -> O
     })
 }
 
-/// The rule's trigger on the parent (`on_child` false) or the child; the
-/// child's names the parent too, since a child may count for several.
-/// Cut to the 63 bytes Postgres keeps of a name.
-fn trigger_name(parent: &Table, rule: &str, on_child: bool) -> String {
-    let mut name = if on_child {
-        format!("invariants_count_{}_{rule}", parent.name)
-    } else {
-        format!("invariants_count_{rule}")
-    };
-    while name.len() > 63 {
-        name.pop();
+/// A trigger name of the rule's: `prefix` and the rule's name, cut to the 63
+/// bytes Postgres keeps, with a hash of the whole when cut, so that long
+/// names stay distinct.
+fn trigger_name(prefix: &str, rule: &str) -> String {
+    let name = format!("{prefix}{rule}");
+    if name.len() <= 63 {
+        return name;
     }
-    name
+    let hash = crate::fast_hash::hash_str(&name);
+    let mut cut = name;
+    while cut.len() > 54 {
+        cut.pop();
+    }
+    format!("{cut}_{:08x}", hash as u32)
 }
 
-/// Creates the rule's constraint triggers on the parent and the child.
+/// The trigger that notes parents changed on the parent.
+pub fn parent_trigger(rule: &str) -> String {
+    trigger_name("invariants_count_", rule)
+}
+
+/// The trigger that notes parents whose children changed, on the child
+/// (one per rule name: it serves every parent whose rule has that name).
+pub fn child_trigger(rule: &str) -> String {
+    trigger_name("invariants_counted_", rule)
+}
+
+/// Creates the rule's triggers on the parent and the child.
 pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    let name = quote_ident(&trigger_name(parent, rule, false));
-    let child_name = quote_ident(&trigger_name(parent, rule, true));
-    let rule_arg = catalog::quote_literal(rule);
+    let rule_arg = quote_literal(rule);
+    crate::guards::guard_drop::drop_own_trigger(parent, &parent_trigger(rule));
     spi(Spi::run(&format!(
-        "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE OF {} ON {}
-         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed({rule_arg})",
+        "CREATE TRIGGER {} AFTER INSERT OR UPDATE OF {} ON {}
+         FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed({rule_arg})",
+        quote_ident(&parent_trigger(rule)),
         quote_ident(&spec.count_column),
         parent.qualified()
     )));
-    let fks = spec
-        .fk_columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let Some(child) = catalog::oid_of(&spec.child).and_then(Table::lookup) else {
+        return;
+    };
+    install_child_trigger(&child, rule);
+}
+
+/// (Re)creates the child's trigger for rule name `rule`, firing on the fk
+/// columns of every count rule of that name on it; dropped when none is left.
+fn install_child_trigger(child: &Table, rule: &str) {
+    let mut fks: Vec<String> = super::load(None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.name == rule)
+        .filter_map(|r| match r.spec {
+            RuleSpec::RequireCount(s) if catalog::oid_of(&s.child) == Some(child.oid) => Some(s.fk_columns),
+            _ => None,
+        })
+        .flatten()
+        .map(|c| quote_ident(&c))
+        .collect();
+    fks.sort();
+    fks.dedup();
+    crate::guards::guard_drop::drop_own_trigger(child, &child_trigger(rule));
+    if fks.is_empty() {
+        return;
+    }
     spi(Spi::run(&format!(
-        "CREATE CONSTRAINT TRIGGER {child_name} AFTER INSERT OR DELETE OR UPDATE OF {fks} ON {}
-         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION invariants.count_child_changed({rule_arg}, {})",
-        spec.child,
-        catalog::quote_literal(&parent.qualified())
+        "CREATE TRIGGER {} AFTER INSERT OR DELETE OR UPDATE OF {} ON {}
+         FOR EACH ROW EXECUTE FUNCTION invariants.count_child_changed({})",
+        quote_ident(&child_trigger(rule)),
+        fks.join(", "),
+        child.qualified(),
+        quote_literal(rule)
     )));
 }
 
-/// Drops the rule's constraint triggers, where they still exist.
+/// Drops the rule's triggers, where they still exist (the rule itself is
+/// already gone: the child keeps its trigger while another parent's rule
+/// of the same name still counts it).
 pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    let child = catalog::oid_of(&spec.child).and_then(Table::lookup);
-    crate::guards::guard_drop::drop_own_trigger(parent, &trigger_name(parent, rule, false));
-    if let Some(child) = child {
-        crate::guards::guard_drop::drop_own_trigger(&child, &trigger_name(parent, rule, true));
+    crate::guards::guard_drop::drop_own_trigger(parent, &parent_trigger(rule));
+    if let Some(child) = catalog::oid_of(&spec.child).and_then(Table::lookup) {
+        install_child_trigger(&child, rule);
     }
 }
 
@@ -200,8 +267,8 @@ CREATE FUNCTION invariants.count_parent_changed() RETURNS trigger
     requires = ["schema"]
 );
 
-crate::trigger_function!(count_child_changed, pg_finfo_count_child_changed, child_changed);
-crate::trigger_function!(count_parent_changed, pg_finfo_count_parent_changed, parent_changed);
+crate::c_function!(count_child_changed, pg_finfo_count_child_changed, child_changed);
+crate::c_function!(count_parent_changed, pg_finfo_count_parent_changed, parent_changed);
 
 /// One count rule, compiled for the relation whose trigger fires.
 struct CompiledCount {
@@ -210,8 +277,9 @@ struct CompiledCount {
     child: Table,
     spec: RequireCount,
     /// Reads the parent key from a row of the firing relation (the child's
-    /// fk columns, or the parent's key columns), with each column's type.
-    key: Vec<(ColumnReader, Oid)>,
+    /// fk columns, or the parent's key columns), with each column's type,
+    /// length and passing.
+    key: Vec<KeyColumn>,
     /// The parent's claimed count, by key `$1, $2, ...`; read as the
     /// parent's owner.
     claimed_sql: String,
@@ -219,7 +287,14 @@ struct CompiledCount {
     actual_sql: String,
 }
 
-/// The count rules whose triggers fire on one relation, by rule name.
+struct KeyColumn {
+    reader: ColumnReader,
+    type_oid: Oid,
+    typlen: i16,
+    typbyval: bool,
+}
+
+/// The count rules whose triggers fire on one relation.
 struct CountRules(Vec<CompiledCount>);
 
 /// The operators that compare the parent's key with the child's fk columns
@@ -280,18 +355,25 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
         if !side.is_some_and(|oid| lineage.contains(&oid)) {
             continue;
         }
-        let (Some(parent), Some(child)) = (Table::lookup(rule.tbl), child_oid.and_then(Table::lookup)) else {
-            continue;
-        };
+        let parent = Table::lookup(rule.tbl);
         let broken = |problem: String| {
-            InvariantError::new(Code::ERRCODE_UNDEFINED_COLUMN, problem)
-                .hint(format!(
-                    "Drop the rule with invariants.drop_rule('{}', '{}') and declare it again.",
-                    parent.display(),
-                    rule.name
-                ))
-                .table(&parent.schema, &parent.name)
-                .constraint(&rule.name)
+            let mut error = InvariantError::new(Code::ERRCODE_UNDEFINED_COLUMN, problem).constraint(&rule.name);
+            if let Some(parent) = &parent {
+                error = error
+                    .hint(format!(
+                        "Drop the rule with invariants.drop_rule('{}', '{}') and declare it again.",
+                        parent.display(),
+                        rule.name
+                    ))
+                    .table(&parent.schema, &parent.name);
+            }
+            error
+        };
+        let (Some(parent), Some(child)) = (parent.clone(), child_oid.and_then(Table::lookup)) else {
+            return Err(broken(format!(
+                "rule \"{}\" counts rows of {}, which no longer exists",
+                rule.name, spec.child
+            )));
         };
         let key_names = if as_child {
             &spec.fk_columns
@@ -301,18 +383,23 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
         let key = key_names
             .iter()
             .map(|name| {
-                columns
-                    .iter()
-                    .find(|c| &c.name == name)
-                    .map(|c| (ColumnReader::new(c), c.type_oid))
-                    .ok_or_else(|| {
-                        broken(format!(
-                            "rule \"{}\" reads column \"{name}\", which no longer exists",
-                            rule.name
-                        ))
-                    })
+                let column = columns.iter().find(|c| &c.name == name).ok_or_else(|| {
+                    broken(format!(
+                        "rule \"{}\" reads column \"{name}\", which no longer exists",
+                        rule.name
+                    ))
+                })?;
+                let (mut typlen, mut typbyval) = (0i16, false);
+                // SAFETY: a catalog lookup of an existing type, into locals.
+                unsafe { pg_sys::get_typlenbyval(column.type_oid, &mut typlen, &mut typbyval) };
+                Ok(KeyColumn {
+                    reader: ColumnReader::new(column),
+                    type_oid: column.type_oid,
+                    typlen,
+                    typbyval,
+                })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, InvariantError>>()?;
         let cross = key_operators(&parent, &spec, &child)
             .and_then(|ops| {
                 ops.into_iter()
@@ -372,7 +459,7 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
                 child.qualified()
             ),
             name: rule.name,
-            parent: parent.clone(),
+            parent,
             child,
             spec,
             key,
@@ -381,28 +468,22 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
     Ok(CountRules(compiled))
 }
 
-/// The parents checked so far in this transaction, while nothing but these
-/// checks has run since the last one (a later change of the same parent
-/// queues another event after other commands, and is checked again).
-struct Checked {
-    xid: u64,
-    command: pg_sys::CommandId,
-    keys: HashSet<(Oid, String, Vec<Vec<u8>>)>,
+/// A parent a transaction touched, to check when it commits.
+struct Touched {
+    /// The relation whose trigger noted it, and on which side.
+    relid: Oid,
+    as_child: bool,
+    rule: String,
+    parent: Oid,
+    /// The key's values, copied into the transaction's memory.
+    key: Vec<Value>,
+    subxact: pg_sys::SubTransactionId,
 }
 
 thread_local! {
-    static CHECKED: RefCell<Checked> = RefCell::new(Checked { xid: 0, command: 0, keys: HashSet::new() });
-}
-
-fn current_position() -> (u64, pg_sys::CommandId) {
-    // SAFETY: the firing transaction changed rows, so it has a transaction
-    // id; both calls only read the transaction state.
-    unsafe {
-        (
-            pg_sys::GetTopFullTransactionId().value,
-            pg_sys::GetCurrentCommandId(false),
-        )
-    }
+    static TOUCHED: RefCell<Vec<Touched>> = const { RefCell::new(Vec::new()) };
+    // Each parent once: (parent, rule, the key's binary images).
+    static SEEN: RefCell<HashSet<(Oid, String, Vec<Vec<u8>>)>> = RefCell::new(HashSet::new());
 }
 
 fn trigger_args(trigger: &pg_sys::TriggerData) -> Vec<String> {
@@ -428,14 +509,40 @@ fn parent_changed(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantEr
 struct AsChild(Result<CountRules, InvariantError>);
 struct AsParent(Result<CountRules, InvariantError>);
 
+fn compiled(
+    relid: Oid,
+    as_child: bool,
+) -> Result<std::rc::Rc<dyn std::ops::Deref<Target = Result<CountRules, InvariantError>>>, InvariantError> {
+    Ok(if as_child {
+        relcache::get_or_build(relid, || AsChild(compile(relid, true)))
+    } else {
+        relcache::get_or_build(relid, || AsParent(compile(relid, false)))
+    })
+}
+
+impl std::ops::Deref for AsChild {
+    type Target = Result<CountRules, InvariantError>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for AsParent {
+    type Target = Result<CountRules, InvariantError>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// Notes the parents of the changed row (for a moved child, of both rows).
 fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, InvariantError> {
     // SAFETY: fcinfo is the one Postgres passed to this C function.
     let trigger = unsafe { trigger_data(fcinfo)? };
     let args = trigger_args(trigger);
-    let (Some(rule), parent) = (args.first(), args.get(1)) else {
+    let Some(rule) = args.first() else {
         return Err(InvariantError::new(
             Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
-            "pg_invariants count triggers need the rule name as their first argument",
+            "pg_invariants count triggers need the rule name as their argument",
         ));
     };
     // SAFETY: the trigger manager passes an open relation.
@@ -451,79 +558,173 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
     // SAFETY: the trigger manager's slots and tuples hold the rows until
     // this returns.
     let rows: Vec<Row> = slots.into_iter().map(|(s, t)| unsafe { Row::in_slot(s, t) }).collect();
-    let check_rows = |rules: &CountRules| -> Result<(), InvariantError> {
-        let Some(count) = rules
-            .0
-            .iter()
-            .find(|c| &c.name == rule && parent.is_none_or(|p| *p == c.parent.qualified()))
-        else {
-            return Ok(());
-        };
+    let rules = compiled(relid, as_child)?;
+    let rules = (**rules).as_ref().map_err(Clone::clone)?;
+    for count in rules.0.iter().filter(|c| &c.name == rule) {
         for row in &rows {
-            let key: Option<Vec<Value>> = count
-                .key
-                .iter()
-                .map(|(reader, type_oid)| {
-                    reader.datum(row).map(|datum| Value {
-                        datum: Some(datum),
-                        type_oid: *type_oid,
-                    })
-                })
-                .collect();
-            let image: Option<Vec<Vec<u8>>> = count.key.iter().map(|(reader, _)| reader.image(row)).collect();
-            // A key with a NULL belongs to no parent.
-            if let (Some(key), Some(image)) = (key, image) {
-                let display: Vec<String> = count.key.iter().map(|(reader, _)| reader.display_plain(row)).collect();
-                check_once(count, &key, image, &display)?;
-            }
+            note(relid, as_child, count, row);
         }
-        Ok(())
-    };
-    if as_child {
-        let rules = relcache::get_or_build(relid, || AsChild(compile(relid, true)));
-        check_rows(rules.0.as_ref().map_err(Clone::clone)?)?;
-    } else {
-        let rules = relcache::get_or_build(relid, || AsParent(compile(relid, false)));
-        check_rows(rules.0.as_ref().map_err(Clone::clone)?)?;
     }
     Ok(Datum::from(0))
 }
 
-/// Checks one parent, unless it was checked already in this firing.
-fn check_once(
-    count: &CompiledCount,
-    key: &[Value],
-    image: Vec<Vec<u8>>,
-    display: &[String],
-) -> Result<(), InvariantError> {
+/// Notes the parent of `row` for `count`, once per transaction.
+fn note(relid: Oid, as_child: bool, count: &CompiledCount, row: &Row) {
+    let image: Option<Vec<Vec<u8>>> = count.key.iter().map(|k| k.reader.image(row)).collect();
+    // A key with a NULL belongs to no parent.
+    let Some(image) = image else { return };
     let id = (count.parent.oid, count.name.clone(), image);
-    let position = current_position();
-    let seen = CHECKED.with(|checked| {
-        let mut checked = checked.borrow_mut();
-        if (checked.xid, checked.command) != position {
-            checked.keys.clear();
-            checked.xid = position.0;
-        }
-        checked.keys.contains(&id)
+    if !SEEN.with(|seen| seen.borrow_mut().insert(id)) {
+        return;
+    }
+    // SAFETY: values of the key columns, copied into the transaction's
+    // memory, which outlives the note (dropped at the transaction's end).
+    let key = unsafe {
+        let previous = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
+        let key = count
+            .key
+            .iter()
+            .map(|k| Value {
+                datum: k
+                    .reader
+                    .datum(row)
+                    .map(|d| crate::tuple::copy_datum(d, k.typlen, k.typbyval)),
+                type_oid: k.type_oid,
+            })
+            .collect();
+        pg_sys::MemoryContextSwitchTo(previous);
+        key
+    };
+    // SAFETY: reads the current subtransaction's id.
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    TOUCHED.with(|t| {
+        t.borrow_mut().push(Touched {
+            relid,
+            as_child,
+            rule: count.name.clone(),
+            parent: count.parent.oid,
+            key,
+            subxact,
+        })
     });
-    if seen {
+}
+
+/// Forgets what an aborted subtransaction noted (its rows are gone).
+pub fn forget_subxact(subxact: pg_sys::SubTransactionId) {
+    TOUCHED.with(|t| t.borrow_mut().retain(|e| e.subxact < subxact));
+    SEEN.with(|seen| seen.borrow_mut().clear());
+    TOUCHED.with(|t| {
+        let t = t.borrow();
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            for e in t.iter() {
+                let image = key_image(&e.key);
+                seen.insert((e.parent, e.rule.clone(), image));
+            }
+        })
+    });
+}
+
+/// The binary images of a noted key, as `note` computed them.
+fn key_image(key: &[Value]) -> Vec<Vec<u8>> {
+    key.iter()
+        .map(|v| {
+            let (mut typlen, mut typbyval) = (0i16, false);
+            // SAFETY: a catalog lookup of an existing type, and the image of
+            // a non-null value of it.
+            unsafe {
+                pg_sys::get_typlenbyval(v.type_oid, &mut typlen, &mut typbyval);
+                v.datum
+                    .map(|d| crate::tuple::datum_image(d, typlen, typbyval))
+                    .unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
+pub fn forget_all() {
+    TOUCHED.with(|t| t.borrow_mut().clear());
+    SEEN.with(|seen| seen.borrow_mut().clear());
+}
+
+crate::c_function!(check_counts, pg_finfo_check_counts, check_counts_body);
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION invariants.check_counts() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'check_counts';
+COMMENT ON FUNCTION invariants.check_counts() IS
+    'Checks now the count rules of the parents this transaction touched so far, as COMMIT will.';
+"#,
+    name = "check_counts",
+    requires = ["schema"]
+);
+
+/// `invariants.check_counts()`: checks now the parents this transaction
+/// touched so far, as COMMIT will (later changes are checked again then).
+fn check_counts_body(_fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    check_touched()?;
+    Ok(Datum::from(0))
+}
+
+/// Checks every parent the transaction touched; called as it commits or is
+/// prepared. Each is checked once; the notes are dropped either way.
+pub fn check_touched() -> Result<(), InvariantError> {
+    let touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    SEEN.with(|seen| seen.borrow_mut().clear());
+    if touched.is_empty() {
         return Ok(());
     }
-    crate::privilege::pinned(|| check(count, key, display))?;
-    let after = current_position();
-    CHECKED.with(|checked| {
-        let mut checked = checked.borrow_mut();
-        checked.command = after.1;
-        checked.keys.insert(id);
-    });
-    Ok(())
+    let _snapshot = ActiveSnapshot::ensure();
+    pinned(|| {
+        for entry in &touched {
+            let rules = compiled(entry.relid, entry.as_child)?;
+            let rules = (**rules).as_ref().map_err(Clone::clone)?;
+            let Some(count) = rules
+                .0
+                .iter()
+                .find(|c| c.name == entry.rule && c.parent.oid == entry.parent)
+            else {
+                continue; // the rule was dropped since
+            };
+            check(count, &entry.key)?;
+        }
+        Ok(())
+    })
+}
+
+/// A snapshot pushed for queries run where none is active (as a
+/// transaction commits), popped when dropped.
+struct ActiveSnapshot(bool);
+
+impl ActiveSnapshot {
+    fn ensure() -> ActiveSnapshot {
+        // SAFETY: pushes the transaction's snapshot only when none is
+        // active; Drop pops exactly what was pushed.
+        unsafe {
+            if pg_sys::ActiveSnapshotSet() {
+                return ActiveSnapshot(false);
+            }
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        }
+        ActiveSnapshot(true)
+    }
+}
+
+impl Drop for ActiveSnapshot {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: pops the snapshot `ensure` pushed.
+            unsafe { pg_sys::PopActiveSnapshot() };
+        }
+    }
 }
 
 /// Compares the parent's claim with its children, on a snapshot taken now
 /// (READ COMMITTED) or the transaction's (REPEATABLE READ and above). Each
 /// table is read as its owner with row-level security off, so the verdict
 /// counts every row whoever commits.
-fn check(count: &CompiledCount, key: &[Value], display: &[String]) -> Result<(), InvariantError> {
+fn check(count: &CompiledCount, key: &[Value]) -> Result<(), InvariantError> {
     let args: Vec<_> = key.iter().map(Value::arg).collect();
     let claim = as_table_owner(count.parent.oid, || first_row(&count.claimed_sql, &args));
     let Some(claimed) = claim.first() else {
@@ -533,12 +734,12 @@ fn check(count: &CompiledCount, key: &[Value], display: &[String]) -> Result<(),
         spi(Spi::get_one_with_args::<i64>(&count.actual_sql, &args))
     })
     .unwrap_or(0);
-    // SAFETY: an int8 datum, by value.
     let claimed = claimed.datum.map(|d| d.value() as i64);
     if claimed == Some(actual) {
         return Ok(());
     }
     let claimed_text = claimed.map_or("NULL".to_string(), |c| c.to_string());
+    let display: Vec<String> = as_table_owner(count.parent.oid, || key.iter().map(catalog::display_value).collect());
     let message = count.spec.message.clone().unwrap_or_else(|| {
         format!(
             "row of relation \"{}\" violates rule \"{}\"",

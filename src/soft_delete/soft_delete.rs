@@ -43,9 +43,9 @@ CREATE FUNCTION invariants.soft_delete_cascade() RETURNS trigger
     requires = ["schema"]
 );
 
-crate::trigger_function!(soft_delete_row, pg_finfo_soft_delete_row, row_body);
-crate::trigger_function!(soft_delete_apply, pg_finfo_soft_delete_apply, apply_body);
-crate::trigger_function!(soft_delete_cascade, pg_finfo_soft_delete_cascade, cascade_body);
+crate::c_function!(soft_delete_row, pg_finfo_soft_delete_row, row_body);
+crate::c_function!(soft_delete_apply, pg_finfo_soft_delete_apply, apply_body);
+crate::c_function!(soft_delete_cascade, pg_finfo_soft_delete_cascade, cascade_body);
 
 /// A row kept by the row trigger, waiting for the statement's UPDATE.
 struct Pending {
