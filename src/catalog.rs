@@ -77,6 +77,20 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// An identifier as a person would write it in SQL: bare when it is a plain
+/// lower-case name, quoted otherwise (for messages and suggested fixes).
+pub fn display_ident(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        quote_ident(name)
+    }
+}
+
 /// Quotes a string literal for generated SQL; a value with a backslash is
 /// written as an `E'...'` literal, which reads the same whatever
 /// `standard_conforming_strings` says.
@@ -295,11 +309,16 @@ pub fn key_columns(oid: Oid) -> Vec<String> {
     names.unwrap_or_default()
 }
 
-/// `oid` and every partition below it, at any depth.
-pub fn partition_tree(oid: Oid) -> Vec<Oid> {
+/// `oid` and every table below it, at any depth: partitions and
+/// inheritance children, parents before children.
+pub fn self_and_descendants(oid: Oid) -> Vec<Oid> {
     let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
-        "SELECT array_agg(relid::oid) FROM pg_catalog.pg_partition_tree($1)",
-        &[Regclass(oid).into()],
+        "WITH RECURSIVE tree(relid, depth) AS (
+             SELECT $1::pg_catalog.oid, 0
+             UNION
+             SELECT i.inhrelid, t.depth + 1 FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+         SELECT array_agg(relid ORDER BY depth, relid) FROM (SELECT relid, min(depth) AS depth FROM tree GROUP BY relid) s",
+        &[oid.into()],
     ));
     match oids {
         Some(oids) if !oids.is_empty() => oids,
@@ -307,14 +326,16 @@ pub fn partition_tree(oid: Oid) -> Vec<Oid> {
     }
 }
 
-/// `oid` and every partitioned table above it, nearest first.
+/// `oid` and every table above it (partitioned tables and inheritance
+/// parents), nearest first.
 pub fn self_and_ancestors(oid: Oid) -> Vec<Oid> {
     let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
-        "SELECT array_agg(a ORDER BY n) FROM (
-             SELECT $1::oid AS a, 0 AS n
-             UNION ALL
-             SELECT relid::oid, row_number() OVER () FROM pg_catalog.pg_partition_ancestors($2)) s",
-        &[oid.into(), Regclass(oid).into()],
+        "WITH RECURSIVE up(relid, depth) AS (
+             SELECT $1::pg_catalog.oid, 0
+             UNION
+             SELECT i.inhparent, u.depth + 1 FROM pg_catalog.pg_inherits i JOIN up u ON i.inhrelid = u.relid)
+         SELECT array_agg(relid ORDER BY depth, relid) FROM (SELECT relid, min(depth) AS depth FROM up GROUP BY relid) s",
+        &[oid.into()],
     ));
     oids.unwrap_or_else(|| vec![oid])
 }
@@ -330,7 +351,7 @@ pub fn has_trigger(oid: Oid, name: &str) -> bool {
 /// Tells every backend to forget what it cached about `oid` and its
 /// partitions, at commit.
 pub fn invalidate(oid: Oid) {
-    for relid in partition_tree(oid) {
+    for relid in self_and_descendants(oid) {
         // SAFETY: queues an invalidation message; the relation need not be open.
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     }

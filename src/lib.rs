@@ -18,6 +18,7 @@ pub mod guards;
 pub mod guc;
 pub mod health;
 pub mod privilege;
+pub mod registry;
 pub mod relcache;
 pub mod rules;
 pub mod soft_delete;

@@ -4,12 +4,14 @@
 //!   `pg_catalog, pg_temp` ([`pinned`]), so no function, operator or type of
 //!   a caller's schemas can stand in for a built-in one.
 //! - Work on a user table (reading it to capture, restore, repair, detect,
-//!   count, soft delete, purge, undelete) runs as that table's owner in a
-//!   restricted security context ([`as_table_owner`]), the way Postgres runs
-//!   VACUUM, ANALYZE and foreign-key actions: the owner's code (triggers,
-//!   index and statistics expressions, defaults, domain checks, casts) runs
-//!   with the owner's rights and no more, cannot change the session (SET
-//!   ROLE, temporary tables), and row-level security does not hide rows.
+//!   count, soft delete, purge, undelete) runs as that table's owner
+//!   ([`as_table_owner`]), the way Postgres runs VACUUM, ANALYZE and
+//!   foreign-key actions: the owner's code (triggers, index and statistics
+//!   expressions, defaults, domain checks, casts) runs with the owner's
+//!   rights and no more, cannot SET ROLE, and, for a caller who is not the
+//!   owner, cannot leave anything behind that would run later with the
+//!   caller's rights (a restricted security context); row-level security
+//!   does not hide rows.
 //! - The extension owner's rights are taken only to write the extension's
 //!   own tables ([`as_extension_owner`]), by statements that name no user
 //!   object.
@@ -112,15 +114,20 @@ impl Drop for SavedUser {
     }
 }
 
-/// Runs `f` as `role`, in a restricted security context with its own GUC
-/// level and `search_path` pinned. `flags` are added to the context.
+/// Runs `f` as `role`, with its own GUC level and `search_path` pinned,
+/// `SET ROLE` barred, and, unless `role` is the one running now, in a
+/// security-restricted context (no temporary objects, held cursors or
+/// deferred triggers that would outlive `f` and run with the caller's
+/// rights). `flags` are added to the context.
 fn as_role<R>(role: Oid, flags: u32, f: impl FnOnce() -> R) -> R {
     let saved = SavedUser::current();
-    let context =
-        saved.context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION | flags) as i32;
-    // SAFETY: switches to an existing role; the restricted context keeps
-    // code running meanwhile from SET ROLE, temporary tables and other
-    // session changes; `saved` switches back.
+    let restricted = if saved.user == role {
+        0
+    } else {
+        pg_sys::SECURITY_RESTRICTED_OPERATION
+    };
+    let context = saved.context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | restricted | flags) as i32;
+    // SAFETY: switches to an existing role; `saved` switches back.
     unsafe { pg_sys::SetUserIdAndSecContext(role, context) };
     let level = GucLevel::open();
     level.pin_search_path();
@@ -174,9 +181,13 @@ fn extension_owner() -> Oid {
 }
 
 /// Runs `f`, which writes the extension's own tables and names no user
-/// object, as the extension's owner.
+/// object, as the extension's owner. What it wrote is visible to every
+/// query that follows.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    as_role(extension_owner(), 0, f)
+    let result = as_role(extension_owner(), 0, f);
+    // SAFETY: makes this command's changes visible to the next ones.
+    unsafe { pg_sys::CommandCounterIncrement() };
+    result
 }
 
 /// The role whose rights a statement runs with now (`current_user`).

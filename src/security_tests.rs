@@ -78,22 +78,26 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_renamed_soft_delete_column_makes_delete_fail_not_delete() {
+    fn a_renamed_soft_delete_column_follows_and_a_dropped_one_makes_delete_fail() {
         run("CREATE TABLE r (id int PRIMARY KEY, deleted_at timestamptz);
-             INSERT INTO r VALUES (1);
+             INSERT INTO r VALUES (1), (2);
              SELECT invariants.enable_soft_delete('r');
              ALTER TABLE r RENAME COLUMN deleted_at TO removed_at;");
+        run("DELETE FROM r WHERE id = 1");
+        assert_eq!(count("SELECT count(*) FROM r WHERE removed_at IS NOT NULL"), 1);
+        run("SET LOCAL invariants.allow_drop = on; ALTER TABLE r DROP COLUMN removed_at CASCADE; RESET invariants.allow_drop");
         let error = error_of("DELETE FROM r").expect("refused");
         assert_eq!(error.sqlstate, "42703");
         assert!(error.hint.contains("enable_soft_delete"), "{error:?}");
-        assert_eq!(count("SELECT count(*) FROM r"), 1);
+        assert_eq!(count("SELECT count(*) FROM r"), 2);
         assert_eq!(
             count("SELECT count(*) FROM invariants.lint() WHERE problem LIKE '%no longer exists, so DELETE%'"),
             1
         );
-        run("SELECT invariants.enable_soft_delete('r', 'removed_at')");
+        run("ALTER TABLE r ADD COLUMN gone_at timestamptz");
+        run("SELECT invariants.enable_soft_delete('r', 'gone_at')");
         run("DELETE FROM r");
-        assert_eq!(count("SELECT count(*) FROM r WHERE removed_at IS NOT NULL"), 1);
+        assert_eq!(count("SELECT count(*) FROM r WHERE gone_at IS NOT NULL"), 2);
     }
 
     #[pg_test]
@@ -143,7 +147,7 @@ mod tests {
     fn enabling_a_protected_table_s_trigger_for_replicas_only_is_refused() {
         run("CREATE TABLE rp (id int PRIMARY KEY); SELECT invariants.protect('rp')");
         assert_eq!(
-            sqlstate_of("ALTER TABLE rp ENABLE REPLICA TRIGGER invariants_audit_truncate"),
+            sqlstate_of("ALTER TABLE rp ENABLE REPLICA TRIGGER invariants_truncate"),
             "55000"
         );
     }
@@ -167,7 +171,7 @@ mod tests {
         assert_eq!(sqlstate_of("INSERT INTO lv VALUES (1, 1.0, NULL)"), "23514");
         assert_eq!(sqlstate_of("INSERT INTO lv VALUES (2, 1, NULL)"), "23514");
         run("INSERT INTO lv VALUES (3, 2, NULL), (4, 1.00, 'x')");
-        run("ALTER TABLE lv DISABLE TRIGGER invariants_rules; INSERT INTO lv VALUES (5, 1.000, NULL); ALTER TABLE lv ENABLE TRIGGER invariants_rules");
+        run("SET LOCAL invariants.allow_drop = on; ALTER TABLE lv DISABLE TRIGGER invariants_rules; INSERT INTO lv VALUES (5, 1.000, NULL); ALTER TABLE lv ENABLE TRIGGER invariants_rules; RESET invariants.allow_drop");
         assert_eq!(count("SELECT violating FROM invariants.violations('lv')"), 1);
     }
 
@@ -198,5 +202,30 @@ mod tests {
              DELETE FROM sd_eu WHERE id = 1;");
         assert_eq!(count("SELECT count(*) FROM sd WHERE deleted_at IS NOT NULL"), 1);
         assert_eq!(count("SELECT count(*) FROM sd"), 2);
+    }
+
+    #[pg_test]
+    fn deferred_triggers_of_a_table_run_for_its_owner_and_are_refused_for_others() {
+        run("CREATE ROLE downer; GRANT CREATE, USAGE ON SCHEMA public TO downer");
+        run("SET LOCAL ROLE downer");
+        run("CREATE TABLE d (id int PRIMARY KEY);
+             CREATE TABLE d_seen (who text);
+             CREATE FUNCTION d_late() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO d_seen VALUES (current_user); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER d_late AFTER INSERT ON d DEFERRABLE INITIALLY DEFERRED
+               FOR EACH ROW EXECUTE FUNCTION d_late();
+             INSERT INTO d VALUES (1), (2);
+             SELECT invariants.enable_audit('d');
+             DELETE FROM d;");
+        run("RESET ROLE");
+        // A superuser's restore would queue the owner's deferred trigger to run
+        // at COMMIT as the superuser: Postgres refuses it in the restricted context.
+        assert_eq!(sqlstate_of("SELECT * FROM invariants.restore(tbl => 'd')"), "42501");
+        assert_eq!(count("SELECT count(*) FROM d"), 0);
+        // The owner's own restore runs it (as the owner, at COMMIT).
+        run("SET LOCAL ROLE downer");
+        assert_eq!(count("SELECT restored FROM invariants.restore(tbl => 'd')"), 2);
+        run("RESET ROLE");
+        assert_eq!(count("SELECT count(*) FROM d"), 2);
     }
 }

@@ -3,11 +3,12 @@
 //! that a DELETE or TRUNCATE naming a partition is captured as well).
 use pgrx::prelude::*;
 
-use super::{audit_delete, audit_truncate};
-use crate::catalog::{has_trigger, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
+use super::audit_delete;
+use crate::catalog::{spi, table_arg, Regclass};
 use crate::errors::{fail, Code, InvariantError};
-use crate::guards::guard_drop::drop_own_trigger;
 use crate::privilege::{as_extension_owner, pinned};
+use crate::registry::{self, Level, Timing, Trigger};
+use pgrx::pg_sys::Oid;
 
 /// Starts capturing every row removed from `tbl` by DELETE or TRUNCATE.
 /// Calling it again changes the limit and installs the triggers on
@@ -38,11 +39,7 @@ fn enable_audit(tbl: Option<Regclass>, truncate_capture_limit: default!(Option<i
                 &[Regclass(table.oid).into(), limit.into()],
             ))
         });
-        for relid in partition_tree(table.oid) {
-            if let Some(target) = Table::lookup(relid) {
-                install_triggers(&target);
-            }
-        }
+        registry::sync_tree(table.oid);
     })
 }
 
@@ -66,29 +63,25 @@ fn disable_audit(tbl: Option<Regclass>) {
                 &[Regclass(table.oid).into()],
             ))
         });
-        for relid in partition_tree(table.oid) {
-            if let Some(target) = Table::lookup(relid) {
-                drop_own_trigger(&target, audit_delete::TRIGGER_NAME);
-                drop_own_trigger(&target, audit_truncate::TRIGGER_NAME);
-            }
-        }
+        registry::sync_tree(table.oid);
     })
 }
 
-pub(crate) fn install_triggers(table: &Table) {
-    if !has_trigger(table.oid, audit_delete::TRIGGER_NAME) {
-        spi(Spi::run(&format!(
-            "CREATE TRIGGER {} AFTER DELETE ON {} REFERENCING OLD TABLE AS invariants_deleted
-             FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_delete()",
-            quote_ident(audit_delete::TRIGGER_NAME),
-            table.qualified()
-        )));
+/// The capture trigger of DELETE, for a table audited itself or through a
+/// table above it. (TRUNCATE is captured by the truncate guard.)
+pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
+    if super::truncate_capture_limit(relid).is_none() {
+        return Vec::new();
     }
-    if !has_trigger(table.oid, audit_truncate::TRIGGER_NAME) {
-        spi(Spi::run(&format!(
-            "CREATE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_truncate()",
-            quote_ident(audit_truncate::TRIGGER_NAME),
-            table.qualified()
-        )));
-    }
+    vec![Trigger {
+        name: audit_delete::TRIGGER_NAME.into(),
+        capability: "audit",
+        function: "audit_delete",
+        args: Vec::new(),
+        timing: Timing::After,
+        events: registry::DELETE,
+        columns: Vec::new(),
+        level: Level::Statement,
+        old_table: Some("invariants_deleted"),
+    }]
 }

@@ -3,10 +3,8 @@
 //!
 //! - `enable_audit.rs`: `enable_audit`, `disable_audit` and the triggers they install;
 //! - `audit_delete.rs`: the statement-level AFTER DELETE trigger (transition table);
-//! - `audit_truncate.rs`: the BEFORE TRUNCATE trigger;
 //! - `restore.rs`: `restore()`.
 pub mod audit_delete;
-pub mod audit_truncate;
 pub mod enable_audit;
 pub mod restore;
 

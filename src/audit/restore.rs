@@ -111,7 +111,7 @@ fn pending_entries(
     only: Option<&Table>,
     since: Option<pgrx::datum::TimestampWithTimeZone>,
 ) -> Vec<Pending> {
-    let tables: Option<Vec<Oid>> = only.map(|t| catalog::partition_tree(t.oid));
+    let tables: Option<Vec<Oid>> = only.map(|t| catalog::self_and_descendants(t.oid));
     let rows: Vec<(Option<Oid>, String, String, String, i64)> = as_extension_owner(|| {
         Spi::connect(|client| {
             let result = spi(client.select(

@@ -1,8 +1,9 @@
 //! `invariants.lint()`: what would let the incidents happen again.
 use pgrx::prelude::*;
 
-use crate::catalog::{quote_ident, quote_literal, spi};
+use crate::catalog::{self, quote_ident, quote_literal, spi, Table};
 use crate::privilege::pinned;
+use crate::registry;
 use crate::rules::spec::RuleSpec;
 use crate::rules::values::ValueSet;
 use crate::rules::violations::detectable;
@@ -29,6 +30,10 @@ fn lint() -> TableIterator<
         findings.extend(missing_soft_delete_columns());
         findings.extend(broken_rules());
         findings.extend(disabled_protections());
+        findings.extend(unlogged_guarded_tables());
+        findings.extend(replica_role_defaults());
+        findings.extend(published_extension_tables());
+        findings.extend(settings_of_dropped_tables());
         TableIterator::new(findings)
     })
 }
@@ -192,41 +197,34 @@ fn broken_rules() -> Vec<Finding> {
     findings
 }
 
-/// The triggers each capability needs, per table: (table, trigger,
-/// capability, "missing" or "disabled"), for those that are not enabled.
+/// The extension's triggers that differ from what their tables need:
+/// (table, trigger, capability, state), see `registry::problems`.
 pub fn trigger_problems() -> Vec<(String, String, String, String)> {
-    rows(
-        "WITH needed AS (
-             SELECT DISTINCT tbl, 'invariants_rules' AS tgname, 'rules' AS capability
-               FROM invariants.rule_definitions WHERE kind <> 'require_count'
-             UNION SELECT tbl, 'invariants_audit_delete', 'audit' FROM invariants.audited_tables
-             UNION SELECT tbl, 'invariants_audit_truncate', 'audit' FROM invariants.audited_tables
-             UNION SELECT tbl, 'invariants_soft_delete', 'soft delete' FROM invariants.soft_delete_tables
-             UNION SELECT tbl, 'invariants_soft_delete_apply', 'soft delete' FROM invariants.soft_delete_tables
-             UNION SELECT tbl, 'invariants_soft_delete_cascade', 'soft delete' FROM invariants.soft_delete_tables)
-         SELECT n.tbl::text, n.tgname, n.capability || CASE WHEN EXISTS (SELECT FROM invariants.protected_tables p
-                                                                          WHERE p.tbl = n.tbl AND n.capability = 'audit')
-                                                            THEN ' and guards' ELSE '' END,
-                CASE WHEN t.oid IS NULL THEN 'missing' ELSE 'disabled' END
-           FROM needed n LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = n.tbl AND t.tgname = n.tgname
-          WHERE t.oid IS NULL OR t.tgenabled IN ('D', 'R')
-          ORDER BY 1, 2",
-    )
-    .into_iter()
-    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()))
-    .collect()
+    registry::covered_tables()
+        .into_iter()
+        .filter_map(|relid| Table::lookup(relid).map(|t| (relid, t)))
+        .flat_map(|(relid, table)| {
+            registry::problems(relid).into_iter().map(move |p| {
+                (
+                    table.display(),
+                    p.trigger,
+                    p.capability.to_string(),
+                    p.state.to_string(),
+                )
+            })
+        })
+        .collect()
 }
 
-/// The SQL that turns a trigger of `trigger_problems` back on.
-pub fn trigger_fix(table: &str, trigger: &str, capability: &str, state: &str) -> String {
+/// The SQL that puts a trigger of `trigger_problems` back.
+pub fn trigger_fix(table: &str, trigger: &str, _capability: &str, state: &str) -> String {
     if state == "disabled" {
-        return format!("ALTER TABLE {table} ENABLE TRIGGER {trigger};");
+        return format!(
+            "ALTER TABLE {table} ENABLE TRIGGER {};",
+            catalog::display_ident(trigger)
+        );
     }
-    match capability {
-        "rules" => format!("-- declare the rules of {table} again (invariants.drop_rule, invariants.add_rule)"),
-        "soft delete" => format!("SELECT invariants.enable_soft_delete({});", quote_literal(table)),
-        _ => format!("SELECT invariants.enable_audit({});", quote_literal(table)),
-    }
+    format!("SELECT invariants.reinstall_triggers({});", quote_literal(table))
 }
 
 /// pg_invariants triggers that are disabled or missing on the tables that
@@ -243,4 +241,131 @@ fn disabled_protections() -> Vec<Finding> {
             )
         })
         .collect()
+}
+
+/// Guarded tables that are UNLOGGED: the next crash empties them.
+fn unlogged_guarded_tables() -> Vec<Finding> {
+    registry::covered_tables()
+        .into_iter()
+        .filter(|relid| !crate::guards::before_truncate::triggers(*relid, &[]).is_empty())
+        .filter_map(|relid| {
+            let unlogged = spi(Spi::get_one_with_args::<bool>(
+                "SELECT relpersistence = 'u' FROM pg_catalog.pg_class WHERE oid = $1",
+                &[relid.into()],
+            )) == Some(true);
+            let table = Table::lookup(relid)?;
+            unlogged.then(|| {
+                (
+                    "error".to_string(),
+                    table.display(),
+                    format!(
+                        "{} is UNLOGGED: a crash empties it, and nothing records what it held",
+                        table.display()
+                    ),
+                    format!("ALTER TABLE {} SET LOGGED;", table.qualified()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Databases and roles whose sessions start with
+/// `session_replication_role = replica`: every trigger of the extension is
+/// off in them.
+fn replica_role_defaults() -> Vec<Finding> {
+    rows(
+        "SELECT coalesce(d.datname::text, ''), coalesce(r.rolname::text, '')
+           FROM pg_catalog.pg_db_role_setting s
+           LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole
+          WHERE EXISTS (SELECT FROM unnest(s.setconfig) c WHERE c ILIKE 'session_replication_role=replica')
+          ORDER BY 1, 2",
+    )
+    .into_iter()
+    .map(|r| {
+        let (database, role) = (&r[0], &r[1]);
+        let (object, fix) = match (database.is_empty(), role.is_empty()) {
+            (false, true) => (
+                format!("database {database}"),
+                format!("ALTER DATABASE {} RESET session_replication_role;", quote_ident(database)),
+            ),
+            (true, false) => (
+                format!("role {role}"),
+                format!("ALTER ROLE {} RESET session_replication_role;", quote_ident(role)),
+            ),
+            _ => (
+                format!("role {role} in database {database}"),
+                format!(
+                    "ALTER ROLE {} IN DATABASE {} RESET session_replication_role;",
+                    quote_ident(role),
+                    quote_ident(database)
+                ),
+            ),
+        };
+        (
+            "error".to_string(),
+            object.clone(),
+            format!("sessions of {object} start with session_replication_role = replica: pg_invariants' triggers do not fire in them"),
+            fix,
+        )
+    })
+    .collect()
+}
+
+/// Publications that publish the extension's own tables (FOR ALL TABLES
+/// does): a subscriber would get another database's log and settings.
+fn published_extension_tables() -> Vec<Finding> {
+    rows(
+        "SELECT DISTINCT p.pubname::text, p.puballtables
+           FROM pg_catalog.pg_publication p
+           JOIN pg_catalog.pg_publication_tables t ON t.pubname = p.pubname
+          WHERE t.schemaname = 'invariants'
+          ORDER BY 1",
+    )
+    .into_iter()
+    .map(|r| {
+        let all = r[1] == "t";
+        (
+            "warning".to_string(),
+            format!("publication {}", r[0]),
+            format!(
+                "publication {} publishes pg_invariants' own tables{}: subscribers get this database's audit log and settings",
+                r[0],
+                if all { " (FOR ALL TABLES)" } else { "" }
+            ),
+            if all {
+                "-- list the tables to publish instead of FOR ALL TABLES (CREATE PUBLICATION ... FOR TABLE ...)".to_string()
+            } else {
+                format!("ALTER PUBLICATION {} DROP TABLE invariants.audit_log;", quote_ident(&r[0]))
+            },
+        )
+    })
+    .collect()
+}
+
+/// Settings of tables that no longer exist (dropped while the extension's
+/// event triggers could not see it).
+fn settings_of_dropped_tables() -> Vec<Finding> {
+    rows(
+        "SELECT s.kind, s.tbl::pg_catalog.oid::text FROM (
+             SELECT 'rule' AS kind, tbl FROM invariants.rule_definitions
+             UNION ALL SELECT 'audit', tbl FROM invariants.audited_tables
+             UNION ALL SELECT 'protection', tbl FROM invariants.protected_tables
+             UNION ALL SELECT 'soft delete', tbl FROM invariants.soft_delete_tables) s
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = s.tbl)
+          ORDER BY 2, 1",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            "warning".to_string(),
+            format!("dropped table {}", r[1]),
+            format!(
+                "a {} setting remains for a table that no longer exists (OID {})",
+                r[0], r[1]
+            ),
+            format!("SELECT invariants.forget_dropped_tables(); -- removes it"),
+        )
+    })
+    .collect()
 }

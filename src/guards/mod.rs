@@ -5,15 +5,17 @@
 //! - `protect.rs`: `protect`, `unprotect`;
 //! - `delete_budget.rs`: rows deleted per protected table per transaction;
 //! - `guard_drop.rs`: the `sql_drop` and `ddl_command_end` event triggers;
-//! - `lint.rs`: `lint()`.
+//! - `lint.rs`: `lint()`;
+//! - `before_truncate.rs`: the TRUNCATE guard (and capture).
 //!
-//! The TRUNCATE guard lives in the audit's BEFORE TRUNCATE trigger, and the
-//! DELETE budget is counted by the audit's AFTER DELETE trigger: `protect`
-//! enables both.
+//! The DELETE budget is counted by the audit's AFTER DELETE trigger:
+//! `protect` enables the audit.
+pub mod before_truncate;
 pub mod delete_budget;
-pub mod guard_drop;
+pub mod guard_ddl;
 pub mod lint;
 pub mod protect;
+pub mod reinstall;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

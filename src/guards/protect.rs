@@ -44,6 +44,7 @@ fn protect(tbl: Option<Regclass>, max_delete_rows: default!(Option<i64>, "1000")
                 &[Regclass(table.oid).into(), limit.into()],
             ))
         });
+        crate::registry::sync_tree(table.oid);
     })
 }
 
@@ -59,5 +60,6 @@ fn unprotect(tbl: Option<Regclass>) {
                 &[Regclass(table.oid).into()],
             ))
         });
+        crate::registry::sync_tree(table.oid);
     })
 }

@@ -5,9 +5,11 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use super::spec::{AllowTransitions, Repair, RequireNotNull, RequireOnSet, RuleSpec, WriteOnce, WriteOnceMode};
-use crate::catalog::{self, invalidate, quote_ident, quote_literal, spi, table_arg, Regclass, Table};
+use crate::catalog::{self, quote_literal, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{as_extension_owner, pinned};
+use crate::registry::{self, Level, Timing, Trigger};
+use pgrx::pg_sys::Oid;
 
 pub const TRIGGER_NAME: &str = "invariants_rules";
 
@@ -228,7 +230,7 @@ fn drop_rule(tbl: Option<Regclass>, name: Option<&str>) {
             .raise();
         }
         if let Some(RuleSpec::RequireCount(count)) = rules.iter().find(|r| r.name == name).map(|r| &r.spec) {
-            super::require_count::drop_triggers(&table, &name, count);
+            super::require_count::sync_triggers(&table, count);
         }
         install_trigger(&table);
     })
@@ -332,35 +334,51 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
         ))
     });
     if let RuleSpec::RequireCount(count) = &spec {
-        super::require_count::install_triggers(table, name, count);
+        super::require_count::sync_triggers(table, count);
     }
     install_trigger(table);
     name.to_string()
 }
 
-/// (Re)creates the table's `invariants_rules` trigger so that it fires on
-/// INSERT and on UPDATE of exactly the columns its rules read; drops it when
-/// no rule is left.
-pub fn install_trigger(table: &Table) {
-    let rules = super::load(Some(&[table.oid])).unwrap_or_else(|e| e.raise());
+/// The rules trigger of a table with row rules (declared on it or a table
+/// above it): INSERT, and UPDATE of exactly the columns its rules read.
+pub fn triggers(relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
+    let rules: Vec<_> = super::load(Some(lineage))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|rule| rule.spec.is_row_rule())
+        .collect();
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    // Columns that no longer exist cannot be named; the rule reading one
+    // makes every write fail until it is fixed.
+    let present = catalog::columns(relid);
     let mut columns: Vec<String> = rules
         .iter()
-        .filter(|rule| rule.spec.is_row_rule())
         .flat_map(|rule| rule.spec.columns())
-        .map(quote_ident)
+        .filter(|name| present.iter().any(|c| c.name == *name))
+        .map(str::to_string)
         .collect();
     columns.sort();
     columns.dedup();
-    crate::guards::guard_drop::drop_own_trigger(table, TRIGGER_NAME);
-    if !columns.is_empty() {
-        spi(Spi::run(&format!(
-            "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION invariants.enforce_rules()",
-            quote_ident(TRIGGER_NAME),
-            columns.join(", "),
-            table.qualified()
-        )));
-    }
-    invalidate(table.oid);
+    vec![Trigger {
+        name: TRIGGER_NAME.into(),
+        capability: "rules",
+        function: "enforce_rules",
+        args: Vec::new(),
+        timing: Timing::Before,
+        events: registry::INSERT | registry::UPDATE,
+        columns,
+        level: Level::Row,
+        old_table: None,
+    }]
+}
+
+/// Makes the triggers of `table` (and the tables below it) follow its
+/// rules.
+pub fn install_trigger(table: &Table) {
+    registry::sync_tree(table.oid);
 }
 
 pgrx::extension_sql!(

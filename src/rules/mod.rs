@@ -72,3 +72,31 @@ pub fn load(tables: Option<&[Oid]>) -> Result<Vec<Rule>, InvariantError> {
 mod count_tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+
+/// Follows the rename of column `old` of `relid` to `new` in every rule
+/// that names it (declared on the table, or counting it as a child), so
+/// that a rename changes nothing.
+pub fn follow_column_rename(relid: Oid, old: &str, new: &str) {
+    let rules = match load(None) {
+        Ok(rules) => rules,
+        Err(_) => return,
+    };
+    for mut rule in rules {
+        let own = rule.tbl == relid;
+        let child = matches!(&rule.spec, RuleSpec::RequireCount(c) if crate::catalog::oid_of(&c.child) == Some(relid));
+        if !(own || child) || !rule.spec.rename_column(old, new, own, child) {
+            continue;
+        }
+        let spec = rule.spec.to_json();
+        crate::privilege::as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "UPDATE invariants.rule_definitions SET spec = $3 WHERE tbl = $1 AND name = $2",
+                &[
+                    crate::catalog::Regclass(rule.tbl).into(),
+                    rule.name.as_str().into(),
+                    pgrx::JsonB(spec).into(),
+                ],
+            ))
+        });
+    }
+}

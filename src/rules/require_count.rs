@@ -20,6 +20,7 @@ use super::spec::{RequireCount, RuleSpec};
 use crate::catalog::{self, column_arg, first_row, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
+use crate::registry::{self, Level, Timing, Trigger};
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
@@ -199,60 +200,61 @@ pub fn child_trigger(rule: &str) -> String {
     trigger_name("invariants_counted_", rule)
 }
 
-/// Creates the rule's triggers on the parent and the child.
-pub fn install_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    let rule_arg = quote_literal(rule);
-    crate::guards::guard_drop::drop_own_trigger(parent, &parent_trigger(rule));
-    spi(Spi::run(&format!(
-        "CREATE TRIGGER {} AFTER INSERT OR UPDATE OF {} ON {}
-         FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed({rule_arg})",
-        quote_ident(&parent_trigger(rule)),
-        quote_ident(&spec.count_column),
-        parent.qualified()
-    )));
-    let Some(child) = catalog::oid_of(&spec.child).and_then(Table::lookup) else {
-        return;
-    };
-    install_child_trigger(&child, rule);
-}
-
-/// (Re)creates the child's trigger for rule name `rule`, firing on the fk
-/// columns of every count rule of that name on it; dropped when none is left.
-fn install_child_trigger(child: &Table, rule: &str) {
-    let mut fks: Vec<String> = super::load(None)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| r.name == rule)
-        .filter_map(|r| match r.spec {
-            RuleSpec::RequireCount(s) if catalog::oid_of(&s.child) == Some(child.oid) => Some(s.fk_columns),
-            _ => None,
-        })
-        .flatten()
-        .map(|c| quote_ident(&c))
-        .collect();
-    fks.sort();
-    fks.dedup();
-    crate::guards::guard_drop::drop_own_trigger(child, &child_trigger(rule));
-    if fks.is_empty() {
-        return;
+/// The triggers that note touched parents: on a table counted by rules
+/// (as a parent, declared on it or a table above it), one per rule; on a
+/// counted child (or a table below one), one per rule name, firing on the fk
+/// columns of every rule of that name.
+pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
+    let rules = super::load(None).unwrap_or_default();
+    let mut triggers = Vec::new();
+    let mut child_columns: Vec<(String, Vec<String>)> = Vec::new();
+    for rule in rules {
+        let RuleSpec::RequireCount(spec) = rule.spec else {
+            continue;
+        };
+        if lineage.contains(&rule.tbl) {
+            triggers.push(Trigger {
+                name: parent_trigger(&rule.name),
+                capability: "counts",
+                function: "count_parent_changed",
+                args: vec![rule.name.clone()],
+                timing: Timing::After,
+                events: registry::INSERT | registry::UPDATE,
+                columns: vec![spec.count_column.clone()],
+                level: Level::Row,
+                old_table: None,
+            });
+        }
+        if catalog::oid_of(&spec.child).is_some_and(|child| lineage.contains(&child)) {
+            match child_columns.iter_mut().find(|(name, _)| *name == rule.name) {
+                Some((_, columns)) => columns.extend(spec.fk_columns),
+                None => child_columns.push((rule.name, spec.fk_columns)),
+            }
+        }
     }
-    spi(Spi::run(&format!(
-        "CREATE TRIGGER {} AFTER INSERT OR DELETE OR UPDATE OF {} ON {}
-         FOR EACH ROW EXECUTE FUNCTION invariants.count_child_changed({})",
-        quote_ident(&child_trigger(rule)),
-        fks.join(", "),
-        child.qualified(),
-        quote_literal(rule)
-    )));
+    for (rule, mut columns) in child_columns {
+        columns.sort();
+        columns.dedup();
+        triggers.push(Trigger {
+            name: child_trigger(&rule),
+            capability: "counts",
+            function: "count_child_changed",
+            args: vec![rule],
+            timing: Timing::After,
+            events: registry::INSERT | registry::DELETE | registry::UPDATE,
+            columns,
+            level: Level::Row,
+            old_table: None,
+        });
+    }
+    triggers
 }
 
-/// Drops the rule's triggers, where they still exist (the rule itself is
-/// already gone: the child keeps its trigger while another parent's rule
-/// of the same name still counts it).
-pub fn drop_triggers(parent: &Table, rule: &str, spec: &RequireCount) {
-    crate::guards::guard_drop::drop_own_trigger(parent, &parent_trigger(rule));
-    if let Some(child) = catalog::oid_of(&spec.child).and_then(Table::lookup) {
-        install_child_trigger(&child, rule);
+/// Makes the triggers of the rule's parent and child follow the rules.
+pub fn sync_triggers(parent: &Table, spec: &RequireCount) {
+    registry::sync_tree(parent.oid);
+    if let Some(child) = catalog::oid_of(&spec.child) {
+        registry::sync_tree(child);
     }
 }
 

@@ -223,6 +223,59 @@ impl RuleSpec {
         !matches!(self, RuleSpec::RequireCount(_))
     }
 
+    /// Follows the rename of column `old` to `new`: of the table the rule is
+    /// declared on (`own`), and of its child table (`child`, count rules).
+    /// True when the rule named it.
+    pub fn rename_column(&mut self, old: &str, new: &str, own: bool, child: bool) -> bool {
+        let changed = std::cell::Cell::new(false);
+        let rename = |name: &mut String| {
+            if name == old {
+                *name = new.to_string();
+                changed.set(true);
+            }
+        };
+        if own {
+            match self {
+                RuleSpec::RequireNotNull(s) => {
+                    rename(&mut s.column);
+                    rename(&mut s.when_column);
+                }
+                RuleSpec::RequireOnSet(s) => {
+                    rename(&mut s.column);
+                    rename(&mut s.when_column);
+                }
+                RuleSpec::WriteOnce(s) => rename(&mut s.column),
+                RuleSpec::AllowTransitions(s) => rename(&mut s.column),
+                RuleSpec::RequireCount(s) => {
+                    rename(&mut s.count_column);
+                    s.parent_columns.iter_mut().for_each(rename);
+                }
+            }
+            let repair = match self {
+                RuleSpec::RequireNotNull(s) => s.repair.as_mut(),
+                RuleSpec::RequireOnSet(s) => s.repair.as_mut(),
+                RuleSpec::AllowTransitions(s) => s.repair.as_mut(),
+                RuleSpec::WriteOnce(_) | RuleSpec::RequireCount(_) => None,
+            };
+            if let Some(repair) = repair {
+                if let Some(value) = repair.set.remove(old) {
+                    repair.set.insert(new.to_string(), value);
+                    changed.set(true);
+                }
+                repair.touch.iter_mut().for_each(rename);
+                if let Some(group_by) = repair.group_by.as_mut() {
+                    rename(group_by);
+                }
+            }
+        }
+        if child {
+            if let RuleSpec::RequireCount(s) = self {
+                s.fk_columns.iter_mut().for_each(rename);
+            }
+        }
+        changed.get()
+    }
+
     /// The columns of the table the rule reads (for a row rule: the columns
     /// whose update fires the trigger).
     pub fn columns(&self) -> Vec<&str> {

@@ -198,32 +198,43 @@ mod tests {
     }
 
     #[pg_test]
-    fn renamed_or_dropped_rule_column_gives_a_clear_error_and_shows_in_health() {
+    fn renamed_rule_columns_change_nothing_and_dropped_ones_fail_closed() {
         run("CREATE TABLE t_ren (id int PRIMARY KEY, status text, done_at timestamptz, note text)");
-        run("SELECT invariants.require_not_null('t_ren', 'done_at', 'status', ARRAY['done'])");
+        run(
+            "SELECT invariants.require_not_null('t_ren', 'done_at', 'status', ARRAY['done'],
+                 repair => '{\"set\": {\"status\": \"open\"}, \"touch\": [\"done_at\"]}')",
+        );
         run("ALTER TABLE t_ren RENAME COLUMN done_at TO finished_at");
-        let error = error_of("INSERT INTO t_ren VALUES (1, 'open', NULL)").expect("refused");
-        assert_eq!(error.sqlstate, "42703");
+        run("ALTER TABLE t_ren RENAME COLUMN status TO state");
+        run("ALTER TABLE t_ren RENAME TO t_renamed");
+        let error = error_of("INSERT INTO t_renamed VALUES (1, 'done', NULL)").expect("refused");
+        assert_eq!(error.sqlstate, "23514");
         assert!(
-            error
-                .message
-                .contains("reads column \"done_at\", which no longer exists"),
+            error.detail.contains("finished_at is NULL while state = 'done'"),
             "{error:?}"
         );
-        assert!(error.hint.contains("invariants.drop_rule"), "{error:?}");
-        let health = text("SELECT invariants.health()::text");
-        assert!(health.contains("\"state\": \"broken\""), "{health}");
-        run("SELECT invariants.drop_rule('t_ren', 'done_at_required_when_status')");
-        run("INSERT INTO t_ren VALUES (1, 'open', NULL)");
+        run("INSERT INTO t_renamed VALUES (1, 'open', NULL)");
+        assert_eq!(
+            text("SELECT spec->>'column' || ' ' || (spec->'repair'->'touch'->>0) FROM invariants.rules WHERE name = 'done_at_required_when_status'"),
+            "finished_at finished_at"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.lint() WHERE severity = 'error'"),
+            0
+        );
 
-        // Dropping a rule column needs CASCADE (the trigger depends on it) and
-        // then health reports the missing trigger.
+        // Dropping a rule column needs CASCADE (the trigger depends on it);
+        // the trigger comes back, so every write fails closed until the
+        // rule is fixed, and health reports the broken rule.
         run("CREATE TABLE t_drop (id int PRIMARY KEY, status text, done_at timestamptz)");
         run("SELECT invariants.require_not_null('t_drop', 'done_at', 'status', ARRAY['done'])");
         assert_eq!(sqlstate_of("ALTER TABLE t_drop DROP COLUMN done_at"), "2BP01");
         run("ALTER TABLE t_drop DROP COLUMN done_at CASCADE");
+        assert_eq!(sqlstate_of("INSERT INTO t_drop VALUES (1, 'open')"), "42703");
         let health = text("SELECT invariants.health()::text");
         assert!(health.contains("\"state\": \"broken\""), "{health}");
+        run("SELECT invariants.drop_rule('t_drop', 'done_at_required_when_status')");
+        run("INSERT INTO t_drop VALUES (1, 'open')");
     }
 
     #[pg_test]
@@ -423,7 +434,7 @@ mod tests {
         assert_eq!(health["health_score"], 100);
         assert_eq!(health["status"], "healthy");
 
-        run("ALTER TABLE p9 DISABLE TRIGGER invariants_rules");
+        run("SET LOCAL invariants.allow_drop = on; ALTER TABLE p9 DISABLE TRIGGER invariants_rules; RESET invariants.allow_drop");
         let health = Spi::get_one::<pgrx::JsonB>("SELECT invariants.health()")
             .unwrap()
             .unwrap()

@@ -5,11 +5,11 @@ use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
 use super::cascade_keys;
-use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, ROW_TRIGGER};
-use crate::catalog::{has_trigger, invalidate, partition_tree, quote_ident, spi, table_arg, Regclass, Table};
+use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, ROW_TRIGGER, UPDATE_TRIGGER};
+use crate::catalog::{invalidate, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
-use crate::guards::guard_drop::drop_own_trigger;
 use crate::privilege::{as_extension_owner, pinned};
+use crate::registry::{self, Level, Timing, Trigger};
 
 /// Makes DELETE on `tbl` set `column` to now() instead. With `cascade`, the
 /// tables that reference it through ON DELETE CASCADE (at any depth) become
@@ -78,11 +78,7 @@ fn enable_soft_delete(
                     ],
                 ))
             });
-            for relid in partition_tree(t.oid) {
-                if let Some(target) = Table::lookup(relid) {
-                    install_triggers(&target, column);
-                }
-            }
+            registry::sync_tree(t.oid);
             forget_parents(t);
         }
     })
@@ -213,31 +209,62 @@ fn unhide_deleted_rows(table: &Table) -> bool {
     false
 }
 
-pub(crate) fn install_triggers(table: &Table, column: &str) {
-    if !has_trigger(table.oid, ROW_TRIGGER) {
-        spi(Spi::run(&format!(
-            "CREATE TRIGGER {} BEFORE DELETE ON {} FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
-            quote_ident(ROW_TRIGGER),
-            table.qualified()
-        )));
+/// The soft-delete triggers of a soft-delete table (itself or through a
+/// table above it).
+pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
+    let Some(column) = super::soft_delete_column(relid) else {
+        return Vec::new();
+    };
+    let trigger = |name: &str, function: &'static str, timing, events, columns: Vec<String>, level| Trigger {
+        name: name.into(),
+        capability: "soft delete",
+        function,
+        args: Vec::new(),
+        timing,
+        events,
+        columns,
+        level,
+        old_table: None,
+    };
+    let mut triggers = vec![
+        trigger(
+            ROW_TRIGGER,
+            "soft_delete_row",
+            Timing::Before,
+            registry::DELETE,
+            Vec::new(),
+            Level::Row,
+        ),
+        trigger(
+            UPDATE_TRIGGER,
+            "soft_delete_update",
+            Timing::Before,
+            registry::UPDATE,
+            Vec::new(),
+            Level::Row,
+        ),
+        trigger(
+            APPLY_TRIGGER,
+            "soft_delete_apply",
+            Timing::After,
+            registry::DELETE,
+            Vec::new(),
+            Level::Statement,
+        ),
+    ];
+    // With its column gone, DELETE is refused by the row trigger; there is
+    // nothing to cascade.
+    if crate::catalog::columns(relid).iter().any(|c| c.name == column) {
+        triggers.push(trigger(
+            CASCADE_TRIGGER,
+            "soft_delete_cascade",
+            Timing::After,
+            registry::UPDATE,
+            vec![column],
+            Level::Statement,
+        ));
     }
-    if !has_trigger(table.oid, APPLY_TRIGGER) {
-        spi(Spi::run(&format!(
-            "CREATE TRIGGER {} AFTER DELETE ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.soft_delete_apply()",
-            quote_ident(APPLY_TRIGGER),
-            table.qualified()
-        )));
-    }
-    // The cascade trigger names the column: recreate it, in case it changed.
-    drop_own_trigger(table, CASCADE_TRIGGER);
-    if !has_trigger(table.oid, CASCADE_TRIGGER) {
-        spi(Spi::run(&format!(
-            "CREATE TRIGGER {} AFTER UPDATE OF {} ON {} FOR EACH STATEMENT EXECUTE FUNCTION invariants.soft_delete_cascade()",
-            quote_ident(CASCADE_TRIGGER),
-            quote_ident(column),
-            table.qualified()
-        )));
-    }
+    triggers
 }
 
 /// DELETE on `tbl` deletes again. Its rows keep their deleted_at; tables
@@ -255,12 +282,6 @@ fn disable_soft_delete(tbl: Option<Regclass>) {
                 &[Regclass(table.oid).into()],
             ))
         });
-        for relid in partition_tree(table.oid) {
-            if let Some(target) = Table::lookup(relid) {
-                drop_own_trigger(&target, ROW_TRIGGER);
-                drop_own_trigger(&target, APPLY_TRIGGER);
-                drop_own_trigger(&target, CASCADE_TRIGGER);
-            }
-        }
+        registry::sync_tree(table.oid);
     })
 }

@@ -38,3 +38,14 @@ pub fn soft_delete_column(relid: Oid) -> Option<String> {
 }
 
 pub use crate::catalog::{cascade_keys, CascadeKey};
+
+/// Follows the rename of column `old` of `relid` to `new` in its soft-delete
+/// setting.
+pub fn follow_column_rename(relid: Oid, old: &str, new: &str) {
+    crate::privilege::as_extension_owner(|| {
+        crate::catalog::spi(Spi::run_with_args(
+            "UPDATE invariants.soft_delete_tables SET column_name = $3 WHERE tbl = $1::pg_catalog.oid::pg_catalog.regclass AND column_name = $2",
+            &[relid.into(), old.into(), new.into()],
+        ))
+    });
+}

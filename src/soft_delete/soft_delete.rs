@@ -19,7 +19,7 @@ use pgrx::pg_sys::{self, Datum, Oid, SubTransactionId};
 use pgrx::prelude::*;
 
 use super::{cascade_keys, soft_delete_column};
-use crate::catalog::{first_row, partition_tree, quote_ident, spi, Table};
+use crate::catalog::{first_row, quote_ident, self_and_descendants, spi, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::as_table_owner;
 use crate::relcache;
@@ -27,6 +27,7 @@ use crate::tuple::{ColumnReader, Row};
 use pgrx::datum::DatumWithOid;
 
 pub const ROW_TRIGGER: &str = "invariants_soft_delete";
+pub const UPDATE_TRIGGER: &str = "invariants_soft_delete_update";
 pub const APPLY_TRIGGER: &str = "invariants_soft_delete_apply";
 pub const CASCADE_TRIGGER: &str = "invariants_soft_delete_cascade";
 
@@ -34,6 +35,8 @@ pgrx::extension_sql!(
     r#"
 CREATE FUNCTION invariants.soft_delete_row() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_row';
+CREATE FUNCTION invariants.soft_delete_update() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_update';
 CREATE FUNCTION invariants.soft_delete_apply() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_apply';
 CREATE FUNCTION invariants.soft_delete_cascade() RETURNS trigger
@@ -44,6 +47,7 @@ CREATE FUNCTION invariants.soft_delete_cascade() RETURNS trigger
 );
 
 crate::c_function!(soft_delete_row, pg_finfo_soft_delete_row, row_body);
+crate::c_function!(soft_delete_update, pg_finfo_soft_delete_update, update_body);
 crate::c_function!(soft_delete_apply, pg_finfo_soft_delete_apply, apply_body);
 crate::c_function!(soft_delete_cascade, pg_finfo_soft_delete_cascade, cascade_body);
 
@@ -62,6 +66,44 @@ thread_local! {
     // cascade trigger again, which has nothing to add (and statement
     // triggers fire even for no row).
     static CASCADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    // The row of a partition last passed to the BEFORE UPDATE trigger, in
+    // this command: an UPDATE that moves it to another partition deletes it
+    // from this one right after, and that delete is a move, not a delete.
+    static MOVING: std::cell::Cell<Option<(Oid, pg_sys::ItemPointerData, pg_sys::CommandId)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// `invariants.soft_delete_update()`: BEFORE UPDATE FOR EACH ROW. Notes a
+/// partition's row that may be moving to another partition.
+fn update_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    // SAFETY: fcinfo is the one Postgres passed to this C function.
+    let trigger = unsafe { trigger_data(fcinfo)? };
+    // SAFETY: the trigger manager passes an open relation, the old row and
+    // the new one.
+    unsafe {
+        let relation = trigger.tg_relation;
+        if (*(*relation).rd_rel).relispartition {
+            let command = pg_sys::GetCurrentCommandId(false);
+            MOVING.with(|m| m.set(Some(((*relation).rd_id, (*trigger.tg_trigtuple).t_self, command))));
+        }
+        Ok(Datum::from(trigger.tg_newtuple))
+    }
+}
+
+/// True when the row of `relid` at `ctid` is leaving its partition for
+/// another in the UPDATE now running.
+fn moving(relid: Oid, ctid: pg_sys::ItemPointerData) -> bool {
+    // SAFETY: reads the current command id.
+    let command = unsafe { pg_sys::GetCurrentCommandId(false) };
+    MOVING.with(|m| {
+        m.get().is_some_and(|(rel, at, cmd)| {
+            rel == relid
+                && cmd == command
+                && at.ip_posid == ctid.ip_posid
+                && at.ip_blkid.bi_hi == ctid.ip_blkid.bi_hi
+                && at.ip_blkid.bi_lo == ctid.ip_blkid.bi_lo
+        })
+    })
 }
 
 pub fn forget_subxact(subxact: SubTransactionId) {
@@ -71,6 +113,7 @@ pub fn forget_subxact(subxact: SubTransactionId) {
 pub fn forget_all() {
     PENDING.with(|p| p.borrow_mut().clear());
     PURGING.with(|p| p.borrow_mut().clear());
+    MOVING.with(|m| m.set(None));
 }
 
 /// True while `purge` deletes rows of `relid`.
@@ -87,7 +130,7 @@ pub fn while_purging<R>(table: &Table, f: impl FnOnce() -> R) -> R {
         }
     }
     let _reset = Reset(PURGING.with(|p| p.borrow().len()));
-    PURGING.with(|p| p.borrow_mut().extend(partition_tree(table.oid)));
+    PURGING.with(|p| p.borrow_mut().extend(self_and_descendants(table.oid)));
     f()
 }
 
@@ -208,7 +251,8 @@ fn row_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
             trigger.tg_trigtuple,
         )
     };
-    if purging(relid) {
+    // SAFETY: t_self is the address of the row being deleted.
+    if purging(relid) || moving(relid, unsafe { (*tuple).t_self }) {
         return Ok(Datum::from(tuple));
     }
     let target = relcache::get_or_build(relid, || resolve_target(relid));
@@ -253,7 +297,7 @@ fn apply_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError>
 /// Soft-deletes, as each table's owner, the rows the row trigger kept for
 /// the statement on `relid` (and its partitions).
 fn apply(relid: Oid) {
-    let tree = partition_tree(relid);
+    let tree = self_and_descendants(relid);
     let mine: Vec<Pending> = PENDING.with(|p| {
         let (mine, rest): (Vec<Pending>, Vec<Pending>) =
             p.borrow_mut().drain(..).partition(|e| tree.contains(&e.relid));

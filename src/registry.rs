@@ -1,0 +1,340 @@
+//! Every trigger the extension puts on a user table, described once.
+//!
+//! What a table needs follows from what is declared on it or on a table
+//! above it (a partitioned table, an inheritance parent): `required` says
+//! which triggers, `sync` makes the table have exactly those, and `problems`
+//! says how the table's triggers differ from them (missing, disabled,
+//! renamed, replaced) for the DDL guard, `lint()` and `health()`.
+//!
+//! Postgres clones a partitioned table's row-level triggers to every
+//! partition, present and future; its statement-level triggers, and every
+//! trigger of an inheritance parent, it does not. So row-level triggers of a
+//! declaration above a partition come as clones, and everything else is
+//! created on the table itself.
+use pgrx::pg_sys::Oid;
+use pgrx::prelude::*;
+
+use crate::catalog::{self, quote_ident, quote_literal, spi, Table};
+use crate::fast_hash::FastMap;
+
+// Bits of pg_trigger.tgtype.
+const ROW: i16 = 1 << 0;
+const BEFORE: i16 = 1 << 1;
+pub const INSERT: i16 = 1 << 2;
+pub const DELETE: i16 = 1 << 3;
+pub const UPDATE: i16 = 1 << 4;
+pub const TRUNCATE: i16 = 1 << 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    Before,
+    After,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Row,
+    Statement,
+}
+
+/// One trigger of the extension's on one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub name: String,
+    /// The capability it serves, for messages ("rules", "audit", ...).
+    pub capability: &'static str,
+    /// Its function, in schema `invariants`.
+    pub function: &'static str,
+    pub args: Vec<String>,
+    pub timing: Timing,
+    /// `INSERT | UPDATE | ...` bits.
+    pub events: i16,
+    /// The columns of `UPDATE OF`, sorted; empty for any UPDATE.
+    pub columns: Vec<String>,
+    pub level: Level,
+    /// The name of the OLD transition table, for statement triggers that
+    /// read the rows.
+    pub old_table: Option<&'static str>,
+}
+
+impl Trigger {
+    fn tgtype(&self) -> i16 {
+        let mut bits = self.events;
+        if self.level == Level::Row {
+            bits |= ROW;
+        }
+        if self.timing == Timing::Before {
+            bits |= BEFORE;
+        }
+        bits
+    }
+
+    /// The CREATE TRIGGER statement for `table`.
+    pub fn create_sql(&self, table: &Table) -> String {
+        let mut events = Vec::new();
+        for (bit, name) in [
+            (INSERT, "INSERT"),
+            (DELETE, "DELETE"),
+            (UPDATE, "UPDATE"),
+            (TRUNCATE, "TRUNCATE"),
+        ] {
+            if self.events & bit != 0 {
+                if bit == UPDATE && !self.columns.is_empty() {
+                    let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(c)).collect();
+                    events.push(format!("UPDATE OF {}", columns.join(", ")));
+                } else {
+                    events.push(name.to_string());
+                }
+            }
+        }
+        let referencing = self.old_table.map_or(String::new(), |name| {
+            format!(" REFERENCING OLD TABLE AS {}", quote_ident(name))
+        });
+        let args: Vec<String> = self.args.iter().map(|a| quote_literal(a)).collect();
+        format!(
+            "CREATE TRIGGER {} {} {} ON {}{referencing} FOR EACH {} EXECUTE FUNCTION invariants.{}({})",
+            quote_ident(&self.name),
+            if self.timing == Timing::Before {
+                "BEFORE"
+            } else {
+                "AFTER"
+            },
+            events.join(" OR "),
+            table.qualified(),
+            if self.level == Level::Row { "ROW" } else { "STATEMENT" },
+            self.function,
+            args.join(", ")
+        )
+    }
+}
+
+/// A trigger a table needs; `cloned` when Postgres gives it the trigger
+/// (a row-level trigger of a partitioned table above it).
+#[derive(Debug, Clone)]
+pub struct Required {
+    pub trigger: Trigger,
+    pub cloned: bool,
+}
+
+/// Where a capability's declarations on a table, or above it, turn into the
+/// triggers it needs. One function per capability, called with the table
+/// and its ancestors (nearest first); it returns the triggers the table needs.
+type Provider = fn(Oid, &[Oid]) -> Vec<Trigger>;
+
+const PROVIDERS: [Provider; 5] = [
+    crate::rules::declare::triggers,
+    crate::rules::require_count::triggers,
+    crate::audit::enable_audit::triggers,
+    crate::guards::before_truncate::triggers,
+    crate::soft_delete::enable_soft_delete::triggers,
+];
+
+/// The triggers `relid` needs.
+pub fn required(relid: Oid) -> Vec<Required> {
+    let lineage = catalog::self_and_ancestors(relid);
+    let partition = is_partition(relid);
+    let mut needed: Vec<Required> = Vec::new();
+    for provider in PROVIDERS {
+        for trigger in provider(relid, &lineage) {
+            if needed.iter().any(|r| r.trigger.name == trigger.name) {
+                continue;
+            }
+            let cloned = partition && trigger.level == Level::Row;
+            needed.push(Required { trigger, cloned });
+        }
+    }
+    needed
+}
+
+fn is_partition(relid: Oid) -> bool {
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT relispartition FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    )) == Some(true)
+}
+
+/// A trigger of the extension's as it is on a table.
+#[derive(Debug, Clone)]
+struct Existing {
+    name: String,
+    function: String,
+    args: Vec<String>,
+    tgtype: i16,
+    columns: Vec<String>,
+    old_table: Option<String>,
+    enabled: String,
+    cloned: bool,
+}
+
+/// The triggers on `relid` that run one of the extension's functions.
+fn existing(relid: Oid) -> Vec<Existing> {
+    Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT t.tgname::text, p.proname::text, t.tgargs, t.tgtype,
+                    ARRAY(SELECT a.attname::text FROM unnest(t.tgattr::int2[]) k
+                            JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k ORDER BY 1),
+                    t.tgoldtable::text, t.tgenabled::text, t.tgparentid <> 0
+               FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+              WHERE t.tgrelid = $1
+                AND p.pronamespace = 'invariants'::pg_catalog.regnamespace
+              ORDER BY 1",
+            None,
+            &[relid.into()],
+        ));
+        rows.map(|row| Existing {
+            name: spi(row.get::<String>(1)).unwrap_or_default(),
+            function: spi(row.get::<String>(2)).unwrap_or_default(),
+            // Each argument is followed by a NUL.
+            args: spi(row.get::<Vec<u8>>(3))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+            tgtype: spi(row.get::<i16>(4)).unwrap_or_default(),
+            columns: spi(row.get::<Vec<String>>(5)).unwrap_or_default(),
+            old_table: spi(row.get::<String>(6)),
+            enabled: spi(row.get::<String>(7)).unwrap_or_default(),
+            cloned: spi(row.get::<bool>(8)).unwrap_or(false),
+        })
+        .collect()
+    })
+}
+
+fn matches(existing: &Existing, trigger: &Trigger) -> bool {
+    let mut columns = trigger.columns.clone();
+    columns.sort();
+    existing.function == trigger.function
+        && existing.args == trigger.args
+        && existing.tgtype == trigger.tgtype()
+        && existing.columns == columns
+        && existing.old_table.as_deref() == trigger.old_table
+}
+
+/// How one of a table's triggers differs from what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub trigger: String,
+    pub capability: &'static str,
+    /// "missing", "disabled", "replaced" (same name, other definition),
+    /// "renamed" (the extension's function under another name), or
+    /// "firing mode changed" (ENABLE REPLICA or ALWAYS).
+    pub state: &'static str,
+}
+
+/// How the triggers of `relid` differ from what it needs.
+pub fn problems(relid: Oid) -> Vec<Problem> {
+    let needed = required(relid);
+    let present = existing(relid);
+    let mut found = Vec::new();
+    for r in &needed {
+        let state = match present.iter().find(|e| e.name == r.trigger.name) {
+            None => Some("missing"),
+            Some(e) if !matches(e, &r.trigger) => Some("replaced"),
+            Some(e) if e.enabled == "D" => Some("disabled"),
+            Some(e) if e.enabled != "O" => Some("firing mode changed"),
+            Some(_) => None,
+        };
+        if let Some(state) = state {
+            found.push(Problem {
+                trigger: r.trigger.name.clone(),
+                capability: r.trigger.capability,
+                state,
+            });
+        }
+    }
+    for e in &present {
+        if !e.cloned && !needed.iter().any(|r| r.trigger.name == e.name) && !needed.is_empty() {
+            found.push(Problem {
+                trigger: e.name.clone(),
+                capability: needed
+                    .iter()
+                    .find(|r| r.trigger.function == e.function)
+                    .map_or("", |r| r.trigger.capability),
+                state: "renamed",
+            });
+        }
+    }
+    found
+}
+
+/// True when `relid` needs triggers and has none of its own yet (a
+/// partition or child just created or attached).
+pub fn fresh(relid: Oid) -> bool {
+    let needed = required(relid);
+    needed.iter().any(|r| !r.cloned) && existing(relid).iter().all(|e| e.cloned)
+}
+
+/// Makes the triggers of `relid` exactly what it needs: missing ones are
+/// created, differing ones created again, and the extension's triggers it
+/// no longer needs dropped.
+pub fn sync(relid: Oid) {
+    let Some(table) = Table::lookup(relid) else { return };
+    let needed = required(relid);
+    let present = existing(relid);
+    crate::guards::guard_ddl::internally(|| {
+        for e in &present {
+            if e.cloned {
+                continue;
+            }
+            let keep = needed
+                .iter()
+                .any(|r| !r.cloned && r.trigger.name == e.name && matches(e, &r.trigger) && e.enabled == "O");
+            if !keep {
+                spi(Spi::run(&format!(
+                    "DROP TRIGGER {} ON {}",
+                    quote_ident(&e.name),
+                    table.qualified()
+                )));
+            }
+        }
+        let present = existing(relid);
+        for r in needed.iter().filter(|r| !r.cloned) {
+            if !present.iter().any(|e| e.name == r.trigger.name) {
+                spi(Spi::run(&r.trigger.create_sql(&table)));
+            }
+        }
+    });
+    catalog::invalidate(relid);
+}
+
+/// `sync` for `relid` and every table below it.
+pub fn sync_tree(relid: Oid) {
+    for member in catalog::self_and_descendants(relid) {
+        sync(member);
+    }
+}
+
+/// The extension's trigger functions by name, with their oids.
+pub fn functions() -> FastMap<String, Oid> {
+    Spi::connect(|client| {
+        let rows = spi(client.select(
+            "SELECT p.proname::text, p.oid FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'invariants'::pg_catalog.regnamespace
+                AND p.prorettype = 'pg_catalog.trigger'::pg_catalog.regtype",
+            None,
+            &[],
+        ));
+        rows.filter_map(|row| Some((spi(row.get::<String>(1))?, spi(row.get::<Oid>(2))?)))
+            .collect()
+    })
+}
+
+/// Every table that needs triggers of the extension's: declared on, or
+/// below a table declared on.
+pub fn covered_tables() -> Vec<Oid> {
+    let roots: Vec<Oid> = spi(Spi::get_one::<Vec<Oid>>(
+        "SELECT array_agg(DISTINCT t) FROM (
+             SELECT tbl::pg_catalog.oid AS t FROM invariants.rule_definitions
+             UNION SELECT child::pg_catalog.oid FROM invariants.rule_definitions WHERE child IS NOT NULL
+             UNION SELECT tbl::pg_catalog.oid FROM invariants.audited_tables
+             UNION SELECT tbl::pg_catalog.oid FROM invariants.protected_tables
+             UNION SELECT tbl::pg_catalog.oid FROM invariants.soft_delete_tables) s
+          WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = s.t)",
+    ))
+    .unwrap_or_default();
+    let mut all: Vec<Oid> = roots.into_iter().flat_map(catalog::self_and_descendants).collect();
+    all.sort_by_key(|o| o.to_u32());
+    all.dedup();
+    all
+}
