@@ -19,32 +19,70 @@ CREATE TABLE invariants.rule_definitions (
 COMMENT ON TABLE invariants.rule_definitions IS
     'Rules declared with invariants.add_rule and its shorthands; read it through the view invariants.rules.';
 
--- Append-only record of removed and changed rows, so they can be restored.
-CREATE TABLE invariants.audit_log (
-    id               bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at               timestamptz NOT NULL DEFAULT now(),
-    txid             xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+-- The audit log: what left user tables, so that it can be restored. Users
+-- read it through the view invariants.audit_log, one row per entry; behind
+-- it, one row per capture (a statement's rows, or an event) says who did
+-- what and when, and the rows themselves are stored a thousand to a row,
+-- as jsonb arrays of values without their column names, compressed.
+CREATE SEQUENCE invariants.audit_capture_id_seq;
+-- Each batch of up to 1000 entries takes one number and the 999 after it.
+CREATE SEQUENCE invariants.audit_entry_id_seq INCREMENT BY 1000;
+CREATE TABLE invariants.audit_capture (
+    id               bigint      PRIMARY KEY,
+    at               timestamptz NOT NULL,
+    txid             xid8        NOT NULL,
     op               text        NOT NULL
-                     CHECK (op IN ('DELETE', 'TRUNCATE', 'PURGE', 'REPAIR', 'SOFT_DELETE', 'DROP', 'PRUNE', 'RESTORE')),
+                     CHECK (op IN ('DELETE', 'TRUNCATE', 'PURGE', 'REPAIR', 'UPDATE', 'SOFT_DELETE', 'DROP', 'PRUNE', 'RESTORE')),
     tbl              regclass,
     schema_name      text        NOT NULL,
     table_name       text        NOT NULL,
-    row_data         jsonb,
-    db_user          text        NOT NULL DEFAULT current_user,
-    "session_user"   text        NOT NULL DEFAULT session_user,
-    application_name text        DEFAULT pg_catalog.current_setting('application_name', true),
-    client_addr      inet        DEFAULT pg_catalog.inet_client_addr(),
-    trigger_depth    integer     NOT NULL DEFAULT pg_catalog.pg_trigger_depth(),
-    statement        text
+    -- The names of the values of each row image, in order; NULL when the
+    -- entries are jsonb objects (events, entries written by hand).
+    columns          text[],
+    db_user          text        NOT NULL,
+    "session_user"   text        NOT NULL,
+    application_name text,
+    client_addr      inet,
+    trigger_depth    integer     NOT NULL,
+    statement        text,
+    -- The session settings named by invariants.audit_context.
+    context          jsonb
 );
--- restore(txid) looks entries up by transaction. The log is append-only and
--- written in time order, so a BRIN index finds a time range (restore's
--- since, prune_audit) for almost no upkeep; a B-tree on (tbl, at) added
--- about a fifth to the cost of capturing a large DELETE.
-CREATE INDEX audit_log_txid_idx ON invariants.audit_log (txid);
-CREATE INDEX audit_log_at_idx ON invariants.audit_log USING brin (at);
-COMMENT ON TABLE invariants.audit_log IS
-    'Append-only: one row per deleted, truncated, purged, repaired or dropped row. Only invariants.prune_audit removes entries.';
+CREATE INDEX audit_capture_txid_idx ON invariants.audit_capture (txid);
+CREATE INDEX audit_capture_tbl_idx ON invariants.audit_capture (tbl);
+CREATE INDEX audit_capture_at_idx ON invariants.audit_capture USING brin (at);
+CREATE TABLE invariants.audit_rows (
+    capture  bigint  NOT NULL,
+    -- The id of the batch's first entry; the n-th is first_id + n - 1.
+    first_id bigint  NOT NULL,
+    -- One element per entry: an array of values in the capture's column
+    -- order, as to_jsonb writes them (or an object, without columns).
+    images   jsonb   NOT NULL,
+    -- Values jsonb cannot carry exactly (-0, array bounds, json text), in
+    -- their text form: {"<position from 0>": {"<column>": "<text>"}}.
+    exact    jsonb,
+    -- Positions (from 0) of entries a cascade removed: one level deeper.
+    cascaded integer[]
+);
+CREATE INDEX audit_rows_capture_idx ON invariants.audit_rows (capture);
+DO $$
+BEGIN
+    -- Much faster than the default where the server has it.
+    ALTER TABLE invariants.audit_rows ALTER COLUMN images SET COMPRESSION lz4;
+    ALTER TABLE invariants.audit_rows ALTER COLUMN exact SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN NULL;
+END $$;
+-- Captures a restore has used, each once: what keeps two concurrent
+-- restores from putting the same rows back twice.
+CREATE TABLE invariants.audit_restored (
+    capture     bigint PRIMARY KEY,
+    -- The transaction of the restore that used it.
+    txid        xid8   NOT NULL
+);
+COMMENT ON TABLE invariants.audit_capture IS
+    'Append-only: who removed or changed rows, when, how (read it through invariants.audit_log).';
+COMMENT ON TABLE invariants.audit_rows IS
+    'Append-only: the rows of each capture, a thousand to a row (read them through invariants.audit_log).';
 
 -- Tables whose DELETE and TRUNCATE are captured (invariants.enable_audit).
 CREATE TABLE invariants.audited_tables (
@@ -77,11 +115,14 @@ CREATE TABLE invariants.soft_delete_tables (
 
 -- pg_dump keeps the user's declarations and history.
 SELECT pg_catalog.pg_extension_config_dump('invariants.rule_definitions', '');
-SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_capture', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_rows', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_restored', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.audited_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.protected_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('invariants.soft_delete_tables', '');
-SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_capture_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('invariants.audit_entry_id_seq', '');
 
 -- Not writable by PUBLIC: the extension's functions write them on a table
 -- owner's behalf. Rules are readable by everyone (they describe the schema);
@@ -89,7 +130,9 @@ SELECT pg_catalog.pg_extension_config_dump('invariants.audit_log_id_seq', '');
 -- read it.
 REVOKE ALL ON invariants.rule_definitions FROM PUBLIC;
 GRANT SELECT ON invariants.rule_definitions TO PUBLIC;
-REVOKE ALL ON invariants.audit_log FROM PUBLIC;
+REVOKE ALL ON invariants.audit_capture FROM PUBLIC;
+REVOKE ALL ON invariants.audit_rows FROM PUBLIC;
+REVOKE ALL ON invariants.audit_restored FROM PUBLIC;
 REVOKE ALL ON invariants.audited_tables FROM PUBLIC;
 GRANT SELECT ON invariants.audited_tables TO PUBLIC;
 REVOKE ALL ON invariants.protected_tables FROM PUBLIC;

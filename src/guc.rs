@@ -7,6 +7,11 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// Record the client's statement text in `invariants.audit_log.statement`.
 pub static AUDIT_STATEMENT: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Session settings whose values each audit capture records (in
+/// `audit_log.context`), separated by commas: who did it, as the
+/// application knows them.
+pub static AUDIT_CONTEXT: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
+
 /// Lets the table's owner TRUNCATE a protected table in this transaction.
 pub static ALLOW_TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -24,6 +29,14 @@ pub fn register() {
         c"Record the statement text in invariants.audit_log.",
         c"When on (the default), each audit_log row carries the text of the client statement that removed the row.",
         &AUDIT_STATEMENT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"invariants.audit_context",
+        c"Session settings recorded with each audit capture, separated by commas.",
+        c"For example 'app.user_id, request.jwt.claim.sub': their values at capture time go into invariants.audit_log.context.",
+        &AUDIT_CONTEXT,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -54,4 +67,28 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+}
+
+/// The values of the settings `invariants.audit_context` names, now: an
+/// object of setting to value (null when unset); None when it names none.
+pub fn audit_context() -> Option<pgrx::JsonB> {
+    let list = AUDIT_CONTEXT.get()?;
+    let list = list.to_string_lossy();
+    let mut object = serde_json::Map::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let c_name = std::ffi::CString::new(name).ok()?;
+        // SAFETY: reads a setting by name; NULL when it does not exist,
+        // since missing_ok is true.
+        let value = unsafe {
+            let value = pgrx::pg_sys::GetConfigOption(c_name.as_ptr(), true, false);
+            (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
+        };
+        object.insert(
+            name.to_string(),
+            value
+                .filter(|v| !v.is_empty())
+                .map_or(serde_json::Value::Null, serde_json::Value::String),
+        );
+    }
+    (!object.is_empty()).then_some(pgrx::JsonB(serde_json::Value::Object(object)))
 }

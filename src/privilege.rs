@@ -76,13 +76,13 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
 /// Runs `f` with the settings that decide how values are written as text
 /// fixed, so that a value written and read back under them is the same
 /// value whatever the session's `DateStyle`, `IntervalStyle`,
-/// `extra_float_digits`, `TimeZone` or `lc_monetary` say.
+/// `extra_float_digits` or `lc_monetary` say. (`TimeZone` changes how an
+/// instant is written, never which instant: the offset is written too.)
 pub fn with_canonical_formats<R>(f: impl FnOnce() -> R) -> R {
     let level = GucLevel::open();
     level.set(c"DateStyle", c"ISO, YMD");
     level.set(c"IntervalStyle", c"postgres");
     level.set(c"extra_float_digits", c"3");
-    level.set(c"TimeZone", c"UTC");
     level.set(c"lc_monetary", c"C");
     level.set(c"bytea_output", c"hex");
     let result = f();

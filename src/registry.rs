@@ -166,8 +166,11 @@ struct Existing {
     cloned: bool,
 }
 
-/// The triggers on `relid` that run one of the extension's functions.
-fn existing(relid: Oid) -> Vec<Existing> {
+/// The triggers on `relid` that run one of the extension's functions, or
+/// that have the name of one `needed` (whatever they run: a trigger
+/// replaced by one of the same name is still found).
+fn existing(relid: Oid, needed: &[Required]) -> Vec<Existing> {
+    let names: Vec<String> = needed.iter().map(|r| r.trigger.name.clone()).collect();
     Spi::connect(|client| {
         let rows = spi(client.select(
             "SELECT t.tgname::text, p.proname::text, t.tgargs, t.tgtype,
@@ -176,10 +179,10 @@ fn existing(relid: Oid) -> Vec<Existing> {
                     t.tgoldtable::text, t.tgenabled::text, t.tgparentid <> 0
                FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
               WHERE t.tgrelid = $1
-                AND p.pronamespace = 'invariants'::pg_catalog.regnamespace
+                AND (p.pronamespace = 'invariants'::pg_catalog.regnamespace OR t.tgname = ANY ($2))
               ORDER BY 1",
             None,
-            &[relid.into()],
+            &[relid.into(), names.into()],
         ));
         rows.map(|row| Existing {
             name: spi(row.get::<String>(1)).unwrap_or_default(),
@@ -225,7 +228,7 @@ pub struct Problem {
 /// How the triggers of `relid` differ from what it needs.
 pub fn problems(relid: Oid) -> Vec<Problem> {
     let needed = required(relid);
-    let present = existing(relid);
+    let present = existing(relid, &needed);
     let mut found = Vec::new();
     for r in &needed {
         let state = match present.iter().find(|e| e.name == r.trigger.name) {
@@ -262,7 +265,7 @@ pub fn problems(relid: Oid) -> Vec<Problem> {
 /// partition or child just created or attached).
 pub fn fresh(relid: Oid) -> bool {
     let needed = required(relid);
-    needed.iter().any(|r| !r.cloned) && existing(relid).iter().all(|e| e.cloned)
+    needed.iter().any(|r| !r.cloned) && existing(relid, &needed).iter().all(|e| e.cloned)
 }
 
 /// Makes the triggers of `relid` exactly what it needs: missing ones are
@@ -271,7 +274,7 @@ pub fn fresh(relid: Oid) -> bool {
 pub fn sync(relid: Oid) {
     let Some(table) = Table::lookup(relid) else { return };
     let needed = required(relid);
-    let present = existing(relid);
+    let present = existing(relid, &needed);
     crate::guards::guard_ddl::internally(|| {
         for e in &present {
             if e.cloned {
@@ -288,7 +291,7 @@ pub fn sync(relid: Oid) {
                 )));
             }
         }
-        let present = existing(relid);
+        let present = existing(relid, &needed);
         for r in needed.iter().filter(|r| !r.cloned) {
             if !present.iter().any(|e| e.name == r.trigger.name) {
                 spi(Spi::run(&r.trigger.create_sql(&table)));

@@ -60,7 +60,14 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
         let source = format!("{} AS o", quote_ident(&old_table));
         let trigger_data = Some(trigger as *const _ as *mut _);
         let cascaded = cascaded_rows(relid, &source, trigger_data);
-        let rows = capture("DELETE", &table, &source, trigger_data, &cascaded);
+        let rows = capture(
+            "DELETE",
+            &table,
+            &format!("SELECT o.* FROM {source}"),
+            &[],
+            trigger_data,
+            &cascaded,
+        );
         crate::guards::delete_budget::add(&table, rows as i64)
     })?;
     Ok(Datum::from(0))

@@ -207,9 +207,9 @@ mod tests {
         run("CREATE TABLE kept (id int PRIMARY KEY)");
         run("INSERT INTO kept VALUES (1)");
         run("SELECT invariants.enable_audit('kept')");
-        run("ALTER TABLE invariants.audit_log ADD COLUMN reviewer text NOT NULL DEFAULT 'nobody'");
+        run("ALTER TABLE invariants.audit_capture ADD COLUMN reviewer text NOT NULL");
         let error = error_of("DELETE FROM kept").expect("the capture must fail");
-        assert_eq!(error.sqlstate, "55000");
+        assert_eq!(error.sqlstate, "23502");
         assert!(error.message.contains("reviewer"), "{error:?}");
         assert_eq!(count("SELECT count(*) FROM kept"), 1);
         assert_eq!(count("SELECT count(*) FROM invariants.audit_log"), 0);

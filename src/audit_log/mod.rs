@@ -1,18 +1,21 @@
-//! `invariants.audit_log` is append-only: UPDATE, DELETE and TRUNCATE fail
-//! for every role, superusers included; only `invariants.prune_audit`
-//! removes entries, and it records that it did.
+//! The audit log. `invariants.audit_log` is a view, one row per entry, over
+//! `invariants.audit_capture` (one row per capture: a statement's rows or
+//! an event, with who did it) and `invariants.audit_rows` (the entries, a
+//! thousand to a row). All three are append-only: UPDATE, DELETE and
+//! TRUNCATE fail for every role, superusers included; only
+//! `invariants.prune_audit` removes entries, and it records that it did.
 mod row_image;
 mod writer;
 
 use std::cell::Cell;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
+use pgrx::{FromDatum, JsonB};
 
-use row_image::RowImage;
-use writer::{EntryContext, LogWriter};
+pub use row_image::RowImage;
+pub use writer::{CaptureWriter, EntryContext, BATCH};
 
 use crate::catalog::{spi, Table};
 use crate::errors::{fail, Code, InvariantError};
@@ -24,6 +27,16 @@ thread_local! {
 }
 
 crate::c_function!(audit_log_append_only, pg_finfo_audit_log_append_only, refuse_changes);
+
+fn append_only_error(verb: &str) -> InvariantError {
+    InvariantError::new(
+        Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("invariants.audit_log is append-only: {verb} is not allowed"),
+    )
+    .detail("The audit log keeps the only copy of removed rows; no role may change or remove its entries.")
+    .hint("To remove old entries call invariants.prune_audit(older_than interval), which records the pruning.")
+    .table("invariants", "audit_log")
+}
 
 fn refuse_changes(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
     // SAFETY: Postgres calls this function only as a trigger.
@@ -38,31 +51,238 @@ fn refuse_changes(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, Inv
         pg_sys::TRIGGER_EVENT_TRUNCATE => "TRUNCATE",
         _ => "this change",
     };
-    Err(InvariantError::new(
-        Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        format!("invariants.audit_log is append-only: {verb} is not allowed"),
-    )
-    .detail("The audit log keeps the only copy of removed rows; no role may change or remove its entries.")
-    .hint("To remove old entries call invariants.prune_audit(older_than interval), which records the pruning.")
-    .table("invariants", "audit_log"))
+    Err(append_only_error(verb))
 }
 
 pgrx::extension_sql!(
     r#"
 CREATE FUNCTION invariants.audit_log_append_only() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'audit_log_append_only';
-CREATE TRIGGER audit_log_append_only
-    BEFORE UPDATE OR DELETE OR TRUNCATE ON invariants.audit_log
+CREATE TRIGGER audit_capture_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON invariants.audit_capture
+    FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_log_append_only();
+CREATE TRIGGER audit_rows_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON invariants.audit_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_log_append_only();
+CREATE TRIGGER audit_restored_append_only
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON invariants.audit_restored
     FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_log_append_only();
 -- Fire under session_replication_role = replica as well.
-ALTER TABLE invariants.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
+ALTER TABLE invariants.audit_capture ENABLE ALWAYS TRIGGER audit_capture_append_only;
+ALTER TABLE invariants.audit_rows ENABLE ALWAYS TRIGGER audit_rows_append_only;
+ALTER TABLE invariants.audit_restored ENABLE ALWAYS TRIGGER audit_restored_append_only;
 "#,
     name = "audit_log_append_only",
     requires = ["schema"]
 );
 
-/// Removes audit entries older than `older_than` and records one `PRUNE`
-/// entry saying how many and up to when. Not executable by PUBLIC.
+crate::c_function!(row_data, pg_finfo_row_data, row_data_of);
+
+/// `invariants.row_data(columns text[], image jsonb)`: the jsonb object of
+/// one entry, `image` (an array of values) with the capture's `columns` as
+/// keys; `image` itself when the capture has no columns or the image is
+/// not an array. Built from the jsonb's own containers: restore reads every
+/// entry through it.
+fn row_data_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
+    // SAFETY: Postgres calls this with two arguments as declared (text[],
+    // jsonb); each is read only when not null, detoasted, and walked with
+    // the array and jsonb APIs; everything is allocated in the call's
+    // memory context.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(2);
+        if args[1].isnull {
+            (*fcinfo).isnull = true;
+            return Ok(pg_sys::Datum::from(0));
+        }
+        let image = pg_sys::pg_detoast_datum(args[1].value.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+        let root = &mut (*image).root;
+        let is_array = root.header & pg_sys::JB_FARRAY != 0 && root.header & pg_sys::JB_FSCALAR == 0;
+        if args[0].isnull || !is_array {
+            return Ok(pg_sys::Datum::from(image));
+        }
+        let columns = pg_sys::pg_detoast_datum(args[0].value.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let (mut names, mut name_nulls, mut count) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        pg_sys::deconstruct_array(
+            columns,
+            pg_sys::TEXTOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+            &mut names,
+            &mut name_nulls,
+            &mut count,
+        );
+        let names = std::slice::from_raw_parts(names, count.max(0) as usize);
+        let name_nulls = std::slice::from_raw_parts(name_nulls, count.max(0) as usize);
+
+        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+        pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+            std::ptr::null_mut(),
+        );
+        let mut iterator = pg_sys::JsonbIteratorInit(root);
+        let mut value: pg_sys::JsonbValue = std::mem::zeroed();
+        let mut position = 0;
+        loop {
+            let token = pg_sys::JsonbIteratorNext(&mut iterator, &mut value, true);
+            match token {
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                pg_sys::JsonbIteratorToken::WJB_ELEM => {
+                    if let (Some(name), Some(false)) = (names.get(position), name_nulls.get(position)) {
+                        let text = pg_sys::pg_detoast_datum_packed(name.cast_mut_ptr());
+                        let mut key = row_image::string_value(
+                            pgrx::varlena::vardata_any(text) as *mut _,
+                            pgrx::varlena::varsize_any_exhdr(text),
+                        );
+                        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
+                        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut value);
+                    }
+                    position += 1;
+                }
+                _ => {}
+            }
+        }
+        let object = pg_sys::pushJsonbValue(
+            &mut state,
+            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+            std::ptr::null_mut(),
+        );
+        Ok(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object)))
+    }
+}
+
+crate::c_function!(audit_log_insert, pg_finfo_audit_log_insert, insert_entry);
+
+/// INSTEAD OF INSERT on the view: an entry written by hand (by a role that
+/// may insert into the log: its owner, say) becomes a capture of its own.
+fn insert_entry(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
+    // SAFETY: Postgres calls this function only as a trigger.
+    let trigger = unsafe { crate::errors::trigger_data(fcinfo)? };
+    let tuple = trigger.tg_trigtuple;
+    // SAFETY: the new row of an INSTEAD OF INSERT row trigger on the view,
+    // described by the view's descriptor; each column is read by name, as
+    // the type the view gives it.
+    let field = |name: &str| -> (pg_sys::Datum, bool) {
+        let name = CString::new(name).unwrap_or_default();
+        unsafe {
+            let desc = (*trigger.tg_relation).rd_att;
+            let number = pg_sys::SPI_fnumber(desc, name.as_ptr());
+            let mut is_null = true;
+            let datum = if number > 0 {
+                pg_sys::SPI_getbinval(tuple, desc, number, &mut is_null)
+            } else {
+                pg_sys::Datum::from(0)
+            };
+            (datum, is_null)
+        }
+    };
+    // SAFETY: each value is of the view column's type.
+    let text = |name: &str| unsafe {
+        let (datum, is_null) = field(name);
+        String::from_polymorphic_datum(datum, is_null, pg_sys::TEXTOID)
+    };
+    let op = text("op").unwrap_or_default();
+    // SAFETY: as above.
+    let (row, at, tbl) = unsafe {
+        let (d, n) = field("row_data");
+        let row = JsonB::from_polymorphic_datum(d, n, pg_sys::JSONBOID);
+        let (d, n) = field("at");
+        let at = pgrx::datum::TimestampWithTimeZone::from_polymorphic_datum(d, n, pg_sys::TIMESTAMPTZOID);
+        let (d, n) = field("tbl");
+        let tbl = pg_sys::Oid::from_polymorphic_datum(d, n, pg_sys::OIDOID).map(crate::catalog::Regclass);
+        (row, at, tbl)
+    };
+    pinned(|| {
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "WITH c AS (
+                     INSERT INTO invariants.audit_capture
+                         (id, at, txid, op, tbl, schema_name, table_name, db_user, \"session_user\",
+                          application_name, client_addr, trigger_depth, statement)
+                     VALUES (pg_catalog.nextval('invariants.audit_capture_id_seq'), coalesce($1, pg_catalog.now()),
+                             pg_catalog.pg_current_xact_id(), $2, $3, coalesce($4, ''), coalesce($5, ''),
+                             coalesce($6, current_user::text), session_user, $7, pg_catalog.inet_client_addr(),
+                             pg_catalog.pg_trigger_depth() - 1, $8)
+                     RETURNING id)
+                 INSERT INTO invariants.audit_rows (capture, first_id, images)
+                 SELECT id, pg_catalog.nextval('invariants.audit_entry_id_seq'), pg_catalog.jsonb_build_array($9::pg_catalog.jsonb) FROM c",
+                &[
+                    at.into(),
+                    op.into(),
+                    tbl.into(),
+                    text("schema_name").into(),
+                    text("table_name").into(),
+                    text("db_user").into(),
+                    text("application_name").into(),
+                    text("statement").into(),
+                    row.into(),
+                ],
+            ))
+        })
+    });
+    // SAFETY: returning the new row tells the executor the insert happened.
+    Ok(pg_sys::Datum::from(trigger.tg_trigtuple))
+}
+
+crate::c_function!(audit_log_refuse, pg_finfo_audit_log_refuse, refuse_view_change);
+
+/// INSTEAD OF UPDATE or DELETE on the view: refused.
+fn refuse_view_change(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
+    // SAFETY: Postgres calls this function only as a trigger.
+    let trigger = unsafe { crate::errors::trigger_data(fcinfo)? };
+    let verb = match trigger.tg_event & pg_sys::TRIGGER_EVENT_OPMASK {
+        pg_sys::TRIGGER_EVENT_UPDATE => "UPDATE",
+        _ => "DELETE",
+    };
+    Err(append_only_error(verb))
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION invariants.row_data(columns text[], image jsonb) RETURNS jsonb
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'row_data';
+COMMENT ON FUNCTION invariants.row_data(text[], jsonb) IS
+    'The jsonb object of one audit entry: its values (a jsonb array) keyed by its capture''s columns.';
+CREATE VIEW invariants.audit_log AS
+SELECT r.first_id + e.n - 1                         AS id,
+       c.at,
+       c.txid,
+       c.op,
+       c.tbl,
+       c.schema_name,
+       c.table_name,
+       invariants.row_data(c.columns, e.image)      AS row_data,
+       c.db_user,
+       c."session_user",
+       c.application_name,
+       c.client_addr,
+       c.trigger_depth + CASE WHEN (e.n - 1)::integer = ANY (r.cascaded) THEN 1 ELSE 0 END AS trigger_depth,
+       c.statement,
+       c.context,
+       c.id                                         AS capture
+  FROM invariants.audit_capture c
+  JOIN invariants.audit_rows r ON r.capture = c.id
+  CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(r.images) WITH ORDINALITY AS e(image, n);
+COMMENT ON VIEW invariants.audit_log IS
+    'Append-only: one row per deleted, truncated, purged, repaired or updated row, or event. Only invariants.prune_audit removes entries.';
+REVOKE ALL ON invariants.audit_log FROM PUBLIC;
+CREATE FUNCTION invariants.audit_log_insert() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'audit_log_insert';
+CREATE FUNCTION invariants.audit_log_refuse() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'audit_log_refuse';
+CREATE TRIGGER audit_log_insert INSTEAD OF INSERT ON invariants.audit_log
+    FOR EACH ROW EXECUTE FUNCTION invariants.audit_log_insert();
+CREATE TRIGGER audit_log_refuse INSTEAD OF UPDATE OR DELETE ON invariants.audit_log
+    FOR EACH ROW EXECUTE FUNCTION invariants.audit_log_refuse();
+"#,
+    name = "audit_log_view",
+    requires = ["schema"]
+);
+
+/// Removes audit entries older than `older_than` (whole captures) and
+/// records one `PRUNE` entry saying how many and up to when. Not executable
+/// by PUBLIC.
 #[pg_extern(schema = "invariants")]
 fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
     pinned(|| {
@@ -88,13 +308,16 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
             PRUNING.with(|p| p.set(true));
             let _reset = ResetPruning;
             spi(Spi::get_one_with_args::<i64>(
-                "WITH gone AS (DELETE FROM invariants.audit_log WHERE at < now() - $1 RETURNING 1)
-                 SELECT count(*) FROM gone",
+                "WITH old AS (SELECT id FROM invariants.audit_capture WHERE at < pg_catalog.now() - $1),
+                      gone AS (DELETE FROM invariants.audit_rows r USING old WHERE r.capture = old.id
+                               RETURNING pg_catalog.jsonb_array_length(r.images) AS n),
+                      captures AS (DELETE FROM invariants.audit_capture c USING old WHERE c.id = old.id)
+                 SELECT coalesce(sum(n), 0)::pg_catalog.int8 FROM gone",
                 &[older_than.into()],
             ))
             .unwrap_or(0)
         });
-        let what = spi(Spi::get_one_with_args::<pgrx::JsonB>(
+        let what = spi(Spi::get_one_with_args::<JsonB>(
             "SELECT jsonb_build_object('older_than', $1::text, 'before', now() - $1, 'removed', $2)",
             &[older_than.into(), removed.into()],
         ));
@@ -106,49 +329,39 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
     })
 }
 
-/// Copies every row of `source` (a FROM item aliased `o`) to the log as an
-/// `op` entry of `table`. Inside a trigger pass its data, so that a
-/// transition table can be named in `source`. `cascaded` says, by the
-/// position of a row in `source`, whether a cascade removed it (its
-/// `trigger_depth` is then one more). Returns how many rows.
+/// Copies every row `query` returns (with `args`; its columns are the
+/// table's, in order) to the log as an `op` capture of `table`. Inside a
+/// trigger pass its data, so that a transition table can be named in the
+/// query. `cascaded` says, by the position of a row, whether a cascade
+/// removed it. Returns how many rows.
 ///
 /// Who did it is read first, as the caller. The rows are then read as the
-/// table's owner (see `privilege`); the writer needs no rights at all, as it
-/// plans no query.
+/// table's owner (see `privilege`); the log is written as the extension's
+/// owner by statements that name only its own tables.
 pub fn capture(
     op: &'static str,
     table: &Table,
-    source: &str,
+    query: &str,
+    args: &[pgrx::datum::DatumWithOid],
     trigger: Option<*mut pg_sys::TriggerData>,
     cascaded: &RowFlags,
 ) -> usize {
-    let entry = EntryContext::current(op, table);
-    let written = as_table_owner(table.oid, || {
-        let image = RowImage::for_table(table.oid);
-        let columns = match image {
-            Some(_) => "o.*",
-            None => "pg_catalog.to_jsonb(o)",
-        };
-        let query = CString::new(format!("SELECT {columns} FROM {source}")).unwrap_or_default();
+    let image = RowImage::for_table(table.oid);
+    let mut writer = CaptureWriter::new(EntryContext::current(op, table), Some(image.names()));
+    let query = Query {
+        text: CString::new(query).unwrap_or_default(),
+        args: crate::catalog::raw_args(args),
+    };
+    let read = crate::privilege::with_canonical_formats(|| {
         Spi::connect(|_client| {
-            let mut writer = LogWriter::open(&entry)?;
             // SAFETY: inside an SPI connection; the trigger data is the one
             // Postgres passed to the running trigger; the query's columns
-            // are those of `image`, or one image.
-            unsafe {
-                append_query_rows(
-                    &mut writer,
-                    &query,
-                    image.as_ref(),
-                    trigger,
-                    entry.trigger_depth,
-                    cascaded,
-                )?
-            };
-            Ok::<usize, InvariantError>(writer.finish())
+            // are the table's, those `image` reads.
+            unsafe { append_query_rows(&mut writer, table, &query, &image, trigger, cascaded) }
         })
     });
-    written.unwrap_or_else(|error| error.raise())
+    read.unwrap_or_else(|error| error.raise());
+    writer.finish()
 }
 
 /// One flag per row of a query, by position: a bitset, so that a million
@@ -170,47 +383,54 @@ impl RowFlags {
     }
 }
 
-/// Runs `query` through a cursor, handing each row to `writer`. Its rows
-/// are the columns `image` reads, or without `image` one jsonb image; a
-/// row flagged in `cascaded` is written at `depth` + 1.
+/// A query and its arguments, as SPI takes them.
+struct Query {
+    text: CString,
+    args: (Vec<pg_sys::Oid>, Vec<pg_sys::Datum>, Vec<std::ffi::c_char>),
+}
+
+/// Runs `query` through a cursor opened and read as `table`'s owner,
+/// handing each row to `writer`; a row flagged in `cascaded` is one level
+/// deeper.
 ///
 /// # Safety
 /// Call inside an SPI connection; `trigger`, if any, must be the data of the
-/// trigger now running.
+/// trigger now running; the query's columns are those `image` reads.
 unsafe fn append_query_rows(
-    writer: &mut LogWriter,
-    query: &CStr,
-    image: Option<&RowImage>,
+    writer: &mut CaptureWriter,
+    table: &Table,
+    query: &Query,
+    image: &RowImage,
     trigger: Option<*mut pg_sys::TriggerData>,
-    depth: i32,
     cascaded: &RowFlags,
 ) -> Result<(), InvariantError> {
-    // Images are built here and copied by the writer: reset after each row.
-    let mut per_row = PgMemoryContexts::new("pg_invariants row images");
-    let width = image.map_or(1, RowImage::width);
+    let width = image.width();
     let mut values = vec![pg_sys::Datum::from(0); width];
     let mut nulls = vec![true; width];
     let mut row = 0usize;
     // SAFETY: per the contract. Each fetched batch is read through the
     // tuple table SPI returned, deformed into buffers of its width, and
-    // freed before the next.
+    // freed before the next; the cursor is closed on every path.
     unsafe {
         if let Some(trigger) = trigger {
             pg_sys::SPI_register_trigger_data(trigger);
         }
-        let portal = pg_sys::SPI_cursor_open_with_args(
-            std::ptr::null(),
-            query.as_ptr(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            false,
-            0,
-        );
+        let (mut types, mut values_in, nulls_in) = (query.args.0.clone(), query.args.1.clone(), query.args.2.clone());
+        let portal = as_table_owner(table.oid, || {
+            pg_sys::SPI_cursor_open_with_args(
+                std::ptr::null(),
+                query.text.as_ptr(),
+                types.len() as i32,
+                types.as_mut_ptr(),
+                values_in.as_mut_ptr(),
+                nulls_in.as_ptr(),
+                false,
+                0,
+            )
+        });
         let mut outcome = Ok(());
         while outcome.is_ok() {
-            pg_sys::SPI_cursor_fetch(portal, true, FETCH_ROWS);
+            as_table_owner(table.oid, || pg_sys::SPI_cursor_fetch(portal, true, BATCH as i64));
             let fetched = pg_sys::SPI_processed as usize;
             let rows = pg_sys::SPI_tuptable;
             if fetched == 0 || rows.is_null() {
@@ -225,14 +445,9 @@ unsafe fn append_query_rows(
                 (0..fetched).try_for_each(|i| {
                     let tuple = *(*rows).vals.add(i);
                     pg_sys::heap_deform_tuple(tuple, (*rows).tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                    let built = match image {
-                        Some(image) => Some(per_row.switch_to(|_| image.build(&values, &nulls))?),
-                        None => (!nulls[0]).then_some(values[0]),
-                    };
-                    writer.append(built, depth + i32::from(cascaded.get(row)));
+                    let deeper = cascaded.get(row);
                     row += 1;
-                    per_row.reset();
-                    Ok(())
+                    writer.append(|state, exact| image.push_row(state, &values, &nulls, exact), deeper)
                 })
             };
             pg_sys::SPI_freetuptable(rows);
@@ -242,30 +457,23 @@ unsafe fn append_query_rows(
     }
 }
 
-/// Rows fetched from the capture query at a time.
-const FETCH_ROWS: i64 = 1000;
-
-/// Appends one entry per row image in `rows`, for `op` on `table`.
-pub fn record_rows(op: &'static str, table: &Table, rows: Vec<pgrx::JsonB>) {
+/// Appends one entry per jsonb object in `rows`, as an `op` capture of
+/// `table`.
+pub fn record_rows(op: &'static str, table: &Table, rows: Vec<JsonB>) {
     if rows.is_empty() {
         return;
     }
-    let entry = EntryContext::current(op, table);
-    let written = LogWriter::open(&entry).map(|mut writer| {
-        for row in rows {
-            writer.append(row.into_datum(), entry.trigger_depth);
-        }
-        writer.finish()
-    });
-    if let Err(error) = written {
-        error.raise();
+    let mut writer = CaptureWriter::new(EntryContext::current(op, table), None);
+    for row in &rows {
+        writer.append_jsonb(row).unwrap_or_else(|e| e.raise());
     }
+    writer.finish();
 }
 
 /// Appends one entry without a row image (a DROP, say) whose `row_data`
 /// describes what happened.
 pub fn record_event(op: &'static str, table: &Table, what: serde_json::Value) {
-    record_rows(op, table, vec![pgrx::JsonB(what)]);
+    record_rows(op, table, vec![JsonB(what)]);
 }
 
 struct ResetPruning;
@@ -308,10 +516,32 @@ mod tests {
             ("invariants", "audit_log")
         );
         assert_eq!(sqlstate_of("DELETE FROM invariants.audit_log"), "42501");
-        assert_eq!(sqlstate_of("TRUNCATE invariants.audit_log"), "42501");
+        // The view itself cannot be truncated; the tables under it refuse.
+        assert_eq!(sqlstate_of("TRUNCATE invariants.audit_log"), "42809");
+        for (table, column) in [
+            ("audit_capture", "op"),
+            ("audit_rows", "capture"),
+            ("audit_restored", "capture"),
+        ] {
+            assert_eq!(sqlstate_of(&format!("TRUNCATE invariants.{table}")), "42501", "{table}");
+            assert_eq!(
+                sqlstate_of(&format!("DELETE FROM invariants.{table}")),
+                "42501",
+                "{table}"
+            );
+            assert_eq!(
+                sqlstate_of(&format!("UPDATE invariants.{table} SET {column} = {column}")),
+                "42501",
+                "{table}"
+            );
+        }
         // Also with replication-role tricks.
+        // The view's own triggers cannot be ENABLE ALWAYS: under the replica
+        // role its DELETE changes nothing, and the tables still refuse.
         Spi::run("SET LOCAL session_replication_role = replica").unwrap();
-        assert_eq!(sqlstate_of("DELETE FROM invariants.audit_log"), "42501");
+        Spi::run("DELETE FROM invariants.audit_log").unwrap();
+        assert_eq!(sqlstate_of("DELETE FROM invariants.audit_rows"), "42501");
+        assert_eq!(sqlstate_of("TRUNCATE invariants.audit_capture"), "42501");
         Spi::run("SET LOCAL session_replication_role = origin").unwrap();
         assert_eq!(
             count("SELECT count(*) FROM invariants.audit_log WHERE op = 'DELETE'"),

@@ -1,54 +1,31 @@
-//! Writes entries into `invariants.audit_log` the way COPY does: tuples are
-//! formed here and handed to the table's multi-insert in batches, and the
-//! indexes are updated as each batch lands. Going through `INSERT ... SELECT`
-//! instead cost a WAL record, default expressions and a privilege-checked
-//! `nextval` per deleted row, several times the DELETE itself.
-//!
-//! The log's own triggers (UPDATE, DELETE and TRUNCATE only) do not concern
-//! inserts, and its constraints hold by construction: every NOT NULL column
-//! is filled and `op` is one the CHECK allows. The identity value comes from
-//! the column's sequence without a privilege check, as for the column's own
-//! default.
-use std::ffi::{CStr, CString};
-
-use pgrx::pg_sys::{self, Datum, Oid};
+//! Writes captures into the audit log: one `audit_capture` row (who, when,
+//! how), then the entries a thousand to an `audit_rows` row. The statements
+//! name only the extension's own tables and run as its owner; there is one
+//! per capture and one per batch, whatever the number of rows.
+use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
+use pgrx::{IntoDatum, JsonB};
 
+use super::row_image::ExactValue;
 use crate::catalog::{spi, Table};
-use crate::errors::{Code, InvariantError};
+use crate::errors::InvariantError;
+use crate::privilege::as_extension_owner;
 
-/// Rows per multi-insert, as COPY buffers them.
-const BATCH: usize = 1000;
-
-const OPS: [&str; 8] = [
-    "DELETE",
-    "TRUNCATE",
-    "PURGE",
-    "REPAIR",
-    "SOFT_DELETE",
-    "DROP",
-    "PRUNE",
-    "RESTORE",
-];
-
-unsafe extern "C" {
-    // commands/sequence.h, not in pgrx's bindings: what an identity
-    // column's default calls. Called only through pg_guard_ffi_boundary,
-    // which catches a Postgres ERROR (a longjmp, not an unwind) at its own
-    // frame and re-raises it as a Rust panic.
-    fn nextval_internal(relid: Oid, check_permissions: bool) -> i64;
-}
+/// Entries per `audit_rows` row (the entry id sequence steps by as many).
+pub const BATCH: usize = 1000;
 
 /// What every entry of one capture shares: the operation, the table, and
-/// who did it from where. Read once, as the caller.
+/// who did it from where. Read once, as the caller, before anything runs
+/// as someone else.
 pub struct EntryContext {
-    op: &'static str,
-    table: Table,
+    pub op: &'static str,
+    pub table: Table,
     db_user: String,
     session_user: String,
     application_name: Option<String>,
     client_addr: Option<String>,
     statement: Option<String>,
+    context: Option<JsonB>,
     /// `pg_trigger_depth()` where the capture started.
     pub trigger_depth: i32,
 }
@@ -82,248 +59,183 @@ impl EntryContext {
             application_name,
             client_addr,
             statement: statement.filter(|_| crate::guc::AUDIT_STATEMENT.get()),
+            context: crate::guc::audit_context(),
             trigger_depth: trigger_depth.unwrap_or(0),
         }
     }
 }
 
-/// Entries of one capture on their way into the log. Only `finish` releases
-/// what `open` took; a writer is abandoned only when an ERROR is being
-/// raised, and the (sub)transaction's abort releases it then.
-pub struct LogWriter {
-    rel: pg_sys::Relation,
-    estate: *mut pg_sys::EState,
-    result_rel: *mut pg_sys::ResultRelInfo,
-    slots: Vec<*mut pg_sys::TupleTableSlot>,
-    used: usize,
-    /// Values shared by every entry; the three below change per entry.
-    values: Vec<Datum>,
-    nulls: Vec<bool>,
-    id: usize,
-    row_data: usize,
-    trigger_depth: usize,
-    sequence: Oid,
+/// The entries of one capture on their way into the log. The capture row
+/// is written with the first batch: a statement that removed nothing leaves
+/// nothing.
+pub struct CaptureWriter {
+    entry: EntryContext,
+    /// The names of each image's values; None for jsonb objects.
+    columns: Option<Vec<String>>,
+    capture: Option<i64>,
+    /// Memory for the batch's values, reset after each batch.
+    memory: pgrx::PgMemoryContexts,
+    state: *mut pg_sys::JsonbParseState,
+    in_batch: usize,
+    exact: Vec<(usize, ExactValue)>,
+    cascaded: Vec<i32>,
     written: usize,
 }
 
-impl LogWriter {
-    pub fn open(entry: &EntryContext) -> Result<LogWriter, InvariantError> {
-        if !OPS.contains(&entry.op) {
-            return Err(InvariantError::new(
-                Code::ERRCODE_INTERNAL_ERROR,
-                format!("unknown audit operation {}", entry.op),
-            ));
-        }
-        // SAFETY: plain catalog lookups and executor set-up on a relation
-        // this function opens and keeps open until `finish`; every pointer
-        // written comes from the allocation just made. Values are formed in
-        // the executor state's memory, which lives until `finish`.
-        unsafe {
-            let namespace = pg_sys::get_namespace_oid(c"invariants".as_ptr(), false);
-            let relid = pg_sys::get_relname_relid(c"audit_log".as_ptr(), namespace);
-            if relid == pg_sys::InvalidOid {
-                return Err(InvariantError::new(
-                    Code::ERRCODE_UNDEFINED_TABLE,
-                    "invariants.audit_log does not exist",
-                ));
-            }
-            let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-            let estate = pg_sys::CreateExecutorState();
-            let old_context = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
-            let result_rel =
-                pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()) as *mut pg_sys::ResultRelInfo;
-            pg_sys::InitResultRelInfo(result_rel, rel, 1, std::ptr::null_mut(), 0);
-            pg_sys::ExecOpenIndices(result_rel, false);
-
-            let desc = (*rel).rd_att;
-            let natts = (*desc).natts.max(0) as usize;
-            let mut writer = LogWriter {
-                rel,
-                estate,
-                result_rel,
-                slots: Vec::new(),
-                used: 0,
-                values: vec![Datum::from(0); natts],
-                nulls: vec![true; natts],
-                id: usize::MAX,
-                row_data: usize::MAX,
-                trigger_depth: usize::MAX,
-                sequence: pg_sys::InvalidOid,
-                written: 0,
-            };
-            let mut unfilled_required = None;
-            for i in 0..natts {
-                let attr = &*(*desc).attrs.as_ptr().add(i);
-                if attr.attisdropped {
-                    continue;
-                }
-                let name = CStr::from_ptr(attr.attname.data.as_ptr()).to_string_lossy();
-                let value = match name.as_ref() {
-                    "id" => {
-                        writer.id = i;
-                        writer.sequence = pg_sys::getIdentitySequence(relid, attr.attnum, false);
-                        Some(Datum::from(0))
-                    }
-                    "row_data" => {
-                        writer.row_data = i;
-                        None
-                    }
-                    "trigger_depth" => {
-                        writer.trigger_depth = i;
-                        Some(Datum::from(entry.trigger_depth))
-                    }
-                    "at" => Some(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp())),
-                    "txid" => Some(Datum::from(pg_sys::GetTopFullTransactionId().value)),
-                    "op" => Some(text_datum(entry.op)),
-                    "tbl" => Some(Datum::from(entry.table.oid)),
-                    "schema_name" => Some(text_datum(&entry.table.schema)),
-                    "table_name" => Some(text_datum(&entry.table.name)),
-                    "db_user" => Some(text_datum(&entry.db_user)),
-                    "session_user" => Some(text_datum(&entry.session_user)),
-                    "application_name" => entry.application_name.as_deref().map(text_datum),
-                    "client_addr" => entry.client_addr.as_deref().map(|a| typed_datum(a, attr.atttypid)),
-                    "statement" => entry.statement.as_deref().map(text_datum),
-                    _ => None,
-                };
-                if value.is_none() && attr.attnotnull && i != writer.row_data {
-                    unfilled_required = Some(name.into_owned());
-                }
-                if let Some(value) = value {
-                    writer.values[i] = value;
-                    writer.nulls[i] = false;
-                }
-            }
-            pg_sys::MemoryContextSwitchTo(old_context);
-            if writer.id == usize::MAX || writer.row_data == usize::MAX || writer.trigger_depth == usize::MAX {
-                unfilled_required = Some("id, row_data or trigger_depth".into());
-            }
-            if let Some(column) = unfilled_required {
-                writer.finish();
-                return Err(InvariantError::new(
-                    Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!("invariants.audit_log has been altered: cannot fill column {column}"),
-                )
-                .hint("Reinstall the extension's audit log, or restore its original definition."));
-            }
-            Ok(writer)
+impl CaptureWriter {
+    pub fn new(entry: EntryContext, columns: Option<Vec<String>>) -> CaptureWriter {
+        CaptureWriter {
+            entry,
+            columns,
+            capture: None,
+            memory: pgrx::PgMemoryContexts::new("pg_invariants capture batch"),
+            state: std::ptr::null_mut(),
+            in_batch: 0,
+            exact: Vec::new(),
+            cascaded: Vec::new(),
+            written: 0,
         }
     }
 
-    /// Adds one entry: a row image (jsonb, None for SQL NULL) removed at
-    /// trigger depth `depth`. The image is copied; it need not outlive the
-    /// call.
-    pub fn append(&mut self, image: Option<Datum>, depth: i32) {
-        // SAFETY: the slot belongs to this writer's relation and executor
-        // state; values and nulls have one entry per attribute of its
-        // descriptor, and materializing copies every by-reference value
-        // into the slot's own memory before the caller's can go.
-        unsafe {
-            if self.used == self.slots.len() {
-                // In the executor state's memory: freed with it.
-                let old_context = pg_sys::MemoryContextSwitchTo((*self.estate).es_query_cxt);
-                let slot = pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable);
-                pg_sys::MemoryContextSwitchTo(old_context);
-                self.slots.push(slot);
-            }
-            let slot = self.slots[self.used];
-            pg_sys::ExecClearTuple(slot);
-            let natts = self.values.len();
-            std::ptr::copy_nonoverlapping(self.values.as_ptr(), (*slot).tts_values, natts);
-            std::ptr::copy_nonoverlapping(self.nulls.as_ptr(), (*slot).tts_isnull, natts);
-            let id = pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(self.sequence, false));
-            *(*slot).tts_values.add(self.id) = Datum::from(id);
-            *(*slot).tts_values.add(self.trigger_depth) = Datum::from(depth);
-            *(*slot).tts_values.add(self.row_data) = image.unwrap_or(Datum::from(0));
-            *(*slot).tts_isnull.add(self.row_data) = image.is_none();
-            pg_sys::ExecStoreVirtualTuple(slot);
-            pg_sys::ExecMaterializeSlot(slot);
+    /// The capture's id, writing its row now if it was not written yet.
+    pub fn capture_id(&mut self) -> i64 {
+        if let Some(id) = self.capture {
+            return id;
         }
-        self.used += 1;
-        if self.used == BATCH {
+        let e = &self.entry;
+        let id = as_extension_owner(|| {
+            spi(Spi::get_one_with_args::<i64>(
+                "INSERT INTO invariants.audit_capture
+                     (id, at, txid, op, tbl, schema_name, table_name, columns, db_user, \"session_user\",
+                      application_name, client_addr, trigger_depth, statement, context)
+                 VALUES (pg_catalog.nextval('invariants.audit_capture_id_seq'), pg_catalog.now(),
+                         pg_catalog.pg_current_xact_id(), $1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5,
+                         $6, $7, $8, $9::pg_catalog.inet, $10, $11, $12)
+                 RETURNING id",
+                &[
+                    e.op.into(),
+                    e.table.oid.into(),
+                    e.table.schema.as_str().into(),
+                    e.table.name.as_str().into(),
+                    self.columns.clone().into(),
+                    e.db_user.as_str().into(),
+                    e.session_user.as_str().into(),
+                    e.application_name.clone().into(),
+                    e.client_addr.clone().into(),
+                    e.trigger_depth.into(),
+                    e.statement.clone().into(),
+                    e.context.as_ref().map(|c| JsonB(c.0.clone())).into(),
+                ],
+            ))
+        })
+        .unwrap_or(0);
+        self.capture = Some(id);
+        id
+    }
+
+    /// Adds one entry, pushed onto the batch by `push` (in the batch's
+    /// memory); `exact` holds its values jsonb cannot carry; `cascaded`
+    /// puts it one level deeper.
+    pub fn append(
+        &mut self,
+        push: impl FnOnce(&mut *mut pg_sys::JsonbParseState, &mut Vec<ExactValue>) -> Result<(), InvariantError>,
+        cascaded: bool,
+    ) -> Result<(), InvariantError> {
+        let position = self.in_batch;
+        let mut exact = Vec::new();
+        let state = &mut self.state;
+        // SAFETY: the batch's values are made in its own memory, which
+        // lives until the batch is written (and reset then).
+        unsafe {
+            self.memory.switch_to(|_| {
+                if state.is_null() {
+                    pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY, std::ptr::null_mut());
+                }
+                push(state, &mut exact)
+            })
+        }?;
+        self.exact.extend(exact.into_iter().map(|e| (position, e)));
+        if cascaded {
+            self.cascaded.push(position as i32);
+        }
+        self.in_batch += 1;
+        if self.in_batch == BATCH {
             self.flush();
         }
+        Ok(())
+    }
+
+    /// Adds one entry that is a whole jsonb value (an event, or an image
+    /// read as jsonb).
+    pub fn append_jsonb(&mut self, value: &JsonB) -> Result<(), InvariantError> {
+        self.append(
+            |state, _| {
+                // Made in the batch's memory, which outlives its serialization.
+                if let Some(datum) = JsonB(value.0.clone()).into_datum() {
+                    // SAFETY: a jsonb datum, alive until the batch is
+                    // serialized; pushed whole as a container.
+                    unsafe {
+                        let mut binary = super::row_image::binary_value(datum);
+                        pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_ELEM, &mut binary);
+                    }
+                }
+                Ok(())
+            },
+            false,
+        )
     }
 
     fn flush(&mut self) {
-        if self.used == 0 {
+        if self.in_batch == 0 {
             return;
         }
-        // SAFETY: the first `used` slots hold materialized entries of this
-        // relation; the executor state and result relation were set up for
-        // it in `open`, its indexes opened there. What the multi-insert and
-        // the index inserts allocate (the multi-insert keeps its TOASTed
-        // copies, as COPY notes) goes to the per-tuple memory, reset after.
-        unsafe {
-            let per_batch = (*pg_sys::MakePerTupleExprContext(self.estate)).ecxt_per_tuple_memory;
-            let old_context = pg_sys::MemoryContextSwitchTo(per_batch);
-            // Taken now, after the capture query's own command counter
-            // increment: entries are never visible to the query that reads
-            // the rows.
-            (*self.estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
-            pg_sys::table_multi_insert(
-                self.rel,
-                self.slots.as_mut_ptr(),
-                self.used as i32,
-                (*self.estate).es_output_cid,
-                0,
-                // No bulk-insert ring: it would write each filled page out
-                // at once, where shared buffers can absorb a large capture.
-                std::ptr::null_mut(),
-            );
-            if (*self.result_rel).ri_NumIndices > 0 {
-                for &slot in &self.slots[..self.used] {
-                    pg_sys::ExecInsertIndexTuples(
-                        self.result_rel,
-                        slot,
-                        self.estate,
-                        false,
-                        false,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                    );
-                }
+        let capture = self.capture_id();
+        let state = &mut self.state;
+        // SAFETY: closes the batch's array and serializes it, in the batch's
+        // memory; the datum is used before the memory is reset below.
+        let images: Datum = unsafe {
+            self.memory.switch_to(|_| {
+                let array =
+                    pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_END_ARRAY, std::ptr::null_mut());
+                Datum::from(pg_sys::JsonbValueToJsonb(array))
+            })
+        };
+        let exact = (!self.exact.is_empty()).then(|| {
+            let mut object = serde_json::Map::new();
+            for (position, (column, text)) in self.exact.drain(..) {
+                let name = match &self.columns {
+                    Some(columns) => columns.get(column).cloned().unwrap_or_default(),
+                    None => column.to_string(),
+                };
+                object
+                    .entry(position.to_string())
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+                    .as_object_mut()
+                    .map(|o| o.insert(name, serde_json::Value::String(text)));
             }
-            pg_sys::MemoryContextSwitchTo(old_context);
-            pg_sys::MemoryContextReset(per_batch);
-        }
-        self.written += self.used;
-        self.used = 0;
+            JsonB(serde_json::Value::Object(object))
+        });
+        let cascaded = (!self.cascaded.is_empty()).then(|| std::mem::take(&mut self.cascaded));
+        // SAFETY: a jsonb value built above, passed by reference.
+        let images_arg = unsafe { pgrx::datum::DatumWithOid::new(images, pg_sys::JSONBOID) };
+        as_extension_owner(|| {
+            spi(Spi::run_with_args(
+                "INSERT INTO invariants.audit_rows (capture, first_id, images, exact, cascaded)
+                 VALUES ($1, pg_catalog.nextval('invariants.audit_entry_id_seq'), $2, $3, $4)",
+                &[capture.into(), images_arg, exact.into(), cascaded.into()],
+            ))
+        });
+        self.state = std::ptr::null_mut();
+        // SAFETY: nothing made in the batch's memory is used any more.
+        unsafe { self.memory.reset() };
+        self.written += self.in_batch;
+        self.in_batch = 0;
+        self.exact.clear();
     }
 
-    /// Writes what is left and releases everything; returns how many
-    /// entries were written. The relation stays locked until the
-    /// transaction ends.
+    /// Writes what is left; returns how many entries were written.
     pub fn finish(mut self) -> usize {
         self.flush();
-        // SAFETY: releases what `open` acquired, once: the writer is
-        // consumed. Later commands of the transaction see the entries.
-        unsafe {
-            pg_sys::ExecCloseIndices(self.result_rel);
-            pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
-            pg_sys::FreeExecutorState(self.estate);
-            pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::CommandCounterIncrement();
-        }
         self.written
-    }
-}
-
-/// A text datum in the current memory context.
-fn text_datum(value: &str) -> Datum {
-    typed_datum(value, pg_sys::TEXTOID)
-}
-
-/// `value` converted by `type_oid`'s input function, in the current memory
-/// context. Interior NULs cannot be passed to an input function and are
-/// dropped.
-fn typed_datum(value: &str, type_oid: Oid) -> Datum {
-    let text = CString::new(value.replace('\0', "")).unwrap_or_default();
-    let mut input = pg_sys::InvalidOid;
-    let mut ioparam = pg_sys::InvalidOid;
-    // SAFETY: looks up an existing type's input function and calls it on a
-    // NUL-terminated copy of the value.
-    unsafe {
-        pg_sys::getTypeInputInfo(type_oid, &mut input, &mut ioparam);
-        pg_sys::OidInputFunctionCall(input, text.as_ptr() as *mut _, ioparam, -1)
     }
 }

@@ -134,7 +134,7 @@ fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
         ))
         .table(&table.schema, &table.name));
     }
-    let source = format!("ONLY {} AS o", table.qualified());
-    capture("TRUNCATE", &table, &source, None, &RowFlags::default());
+    let query = format!("SELECT o.* FROM ONLY {} AS o", table.qualified());
+    capture("TRUNCATE", &table, &query, &[], None, &RowFlags::default());
     Ok(Datum::from(0))
 }

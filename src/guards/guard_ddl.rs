@@ -42,6 +42,13 @@ thread_local! {
     // The protected tables (with their partitions and children) as they
     // were when the DROP now running started.
     static PROTECTED_BEFORE_DROP: RefCell<Vec<Oid>> = const { RefCell::new(Vec::new()) };
+    // Tables whose triggers of the extension's the command now running
+    // dropped along with something else (a column, say).
+    static LOST_TRIGGERS: RefCell<Vec<Oid>> = const { RefCell::new(Vec::new()) };
+    // One entry per DDL command running (nested ones on top): whether it
+    // puts a table into a hierarchy (CREATE TABLE ... PARTITION OF or
+    // INHERITS, ATTACH PARTITION, INHERIT).
+    static JOINING: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` while the guards let the extension change its own triggers.
@@ -154,6 +161,7 @@ fn current_statement() -> String {
 fn guard_ddl_start_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
     let event = event_data(fcinfo)?;
     let tree = event.parsetree;
+    JOINING.with(|j| j.borrow_mut().push(!tree.is_null() && joins_hierarchy(tree)));
     if tree.is_null() {
         return Ok(Datum::from(0));
     }
@@ -172,6 +180,39 @@ fn guard_ddl_start_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invar
         _ => {}
     }
     Ok(Datum::from(0))
+}
+
+/// True when the statement puts a table under another: a new partition or
+/// child gets the triggers its parent's declarations need.
+fn joins_hierarchy(tree: *mut pg_sys::Node) -> bool {
+    // SAFETY: a parse tree node, read as what its tag says it is.
+    unsafe {
+        match (*tree).type_ {
+            pg_sys::NodeTag::T_CreateStmt => {
+                let statement = &*(tree as *const pg_sys::CreateStmt);
+                !statement.inhRelations.is_null() || !statement.partbound.is_null()
+            }
+            // CREATE SCHEMA ... CREATE TABLE ... PARTITION OF
+            pg_sys::NodeTag::T_CreateSchemaStmt => {
+                let statement = &*(tree as *const pg_sys::CreateSchemaStmt);
+                PgList::<pg_sys::Node>::from_pg(statement.schemaElts)
+                    .iter_ptr()
+                    .any(|element| joins_hierarchy(element))
+            }
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let statement = &*(tree as *const pg_sys::AlterTableStmt);
+                PgList::<pg_sys::AlterTableCmd>::from_pg(statement.cmds)
+                    .iter_ptr()
+                    .any(|command| {
+                        matches!(
+                            (*command).subtype,
+                            pg_sys::AlterTableType::AT_AttachPartition | pg_sys::AlterTableType::AT_AddInherit
+                        )
+                    })
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Notes the protected tables, with their partitions and children, before
@@ -400,11 +441,13 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
                     "It would remove what the column holds, or how new rows fill it.",
                 )?;
             }
-            "trigger" if drop_trigger => {
+            "trigger" => {
                 let Some(table) = table_named(&d.address) else { continue };
                 let Some(trigger) = d.address.get(2) else { continue };
                 let ours = registry::required(table.oid).iter().any(|r| &r.trigger.name == trigger);
-                if ours {
+                if ours && !drop_trigger {
+                    LOST_TRIGGERS.with(|l| l.borrow_mut().push(table.oid));
+                } else if ours {
                     refuse_unless_allowed(
                         &format!("DROP TRIGGER {trigger}"),
                         &table,
@@ -521,13 +564,24 @@ fn touched_tables() -> Vec<Oid> {
 }
 
 fn guard_alter_event() -> Result<(), InvariantError> {
+    let joining = JOINING.with(|j| j.borrow_mut().pop()).unwrap_or(false);
     if extension_gone() {
         return Ok(());
+    }
+    // Triggers dropped with something else (a column): put back, so that
+    // the table stays guarded and a rule whose column is gone fails closed.
+    // Only those: a trigger missing for another reason (a restore that
+    // creates it later, say) is left alone.
+    let lost = LOST_TRIGGERS.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for relid in lost {
+        if Table::lookup(relid).is_some() {
+            registry::sync(relid);
+        }
     }
     for relid in touched_tables() {
         let Some(table) = Table::lookup(relid) else { continue };
         // A partition or child just created or attached: give it its triggers.
-        if registry::fresh(relid) {
+        if joining && registry::fresh(relid) {
             registry::sync(relid);
         }
         let problems = registry::problems(relid);
@@ -540,11 +594,6 @@ fn guard_alter_event() -> Result<(), InvariantError> {
                     problem.capability
                 ),
             )?;
-        }
-        // Dropped with something else (a column): put back, so that the
-        // table stays guarded and a rule whose column is gone fails closed.
-        if problems.iter().any(|p| p.state == "missing") {
-            registry::sync(relid);
         }
         if guarded(relid) && unlogged(relid) {
             refuse_unless_allowed(

@@ -316,7 +316,7 @@ fn replica_role_defaults() -> Vec<Finding> {
 /// does): a subscriber would get another database's log and settings.
 fn published_extension_tables() -> Vec<Finding> {
     rows(
-        "SELECT DISTINCT p.pubname::text, p.puballtables
+        "SELECT DISTINCT p.pubname::text, p.puballtables::text
            FROM pg_catalog.pg_publication p
            JOIN pg_catalog.pg_publication_tables t ON t.pubname = p.pubname
           WHERE t.schemaname = 'invariants'

@@ -2,12 +2,11 @@
 //! rules, logging each row's previous image as op `REPAIR`; and
 //! `invariants.schedule_repair()` runs it from pg_cron.
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use super::spec::{repair_value_text, Params};
 use super::values;
 use super::violations::{detectable, rule_not_detectable, Detectable};
-use crate::audit_log::record_rows;
+use crate::audit_log::capture;
 use crate::catalog::{self, quote_ident, quote_literal, spi, table_arg, Regclass};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
@@ -138,37 +137,36 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
     for name in &repair.touch {
         assignments.push(format!("{} = pg_catalog.now()", quote_ident(name)));
     }
+    // The rows' previous images go to the log first, the rows locked for
+    // the UPDATE that follows.
+    let args = params.args();
+    let locked = format!(
+        "SELECT t.* FROM {} t WHERE {predicate} FOR UPDATE OF t",
+        d.table.qualified()
+    );
+    capture("REPAIR", &d.table, &locked, &args, None, &Default::default());
     let sql = format!(
-        "UPDATE {table} AS u SET {sets}
-           FROM (SELECT t.tableoid AS old_tableoid, t.ctid AS old_ctid, pg_catalog.to_jsonb(t.*) AS old_image
-                   FROM {table} t WHERE {predicate}) o
-          WHERE u.tableoid = o.old_tableoid AND u.ctid = o.old_ctid
-      RETURNING o.old_image, {group}",
+        "UPDATE {table} AS t SET {sets} WHERE {predicate} RETURNING {group}",
         table = d.table.qualified(),
         sets = assignments.join(", "),
-        group = group_expression(d, "u"),
+        group = group_expression(d, "t"),
     );
-    let args = params.args();
-    let (images, mut groups): (Vec<JsonB>, Vec<String>) = as_table_owner(d.table.oid, || {
+    let (fixed, mut groups): (i64, Vec<String>) = as_table_owner(d.table.oid, || {
         Spi::connect_mut(|client| {
             let result = spi(client.update(&sql, None, &args));
-            let mut images = Vec::new();
+            let mut fixed = 0;
             let mut groups = Vec::new();
             for row in result {
-                if let Some(image) = spi(row.get::<JsonB>(1)) {
-                    images.push(image);
-                }
-                if let Some(group) = spi(row.get::<String>(2)) {
+                fixed += 1;
+                if let Some(group) = spi(row.get::<String>(1)) {
                     groups.push(group);
                 }
             }
-            (images, groups)
+            (fixed, groups)
         })
     });
     groups.sort();
     groups.dedup();
-    let fixed = images.len() as i64;
-    record_rows("REPAIR", &d.table, images);
     (fixed, groups)
 }
 

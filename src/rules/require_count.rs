@@ -484,8 +484,18 @@ struct Touched {
 
 thread_local! {
     static TOUCHED: RefCell<Vec<Touched>> = const { RefCell::new(Vec::new()) };
-    // Each parent once: (parent, rule, the key's binary images).
-    static SEEN: RefCell<HashSet<(Oid, String, Vec<Vec<u8>>)>> = RefCell::new(HashSet::new());
+    // Each parent once: (parent, rule, the key's images as `note` lays them out).
+    static SEEN: RefCell<HashSet<(Oid, String, Vec<u8>)>> = RefCell::new(HashSet::new());
+    static LAST: RefCell<LastNoted> = RefCell::new(LastNoted::default());
+}
+
+/// The parent noted last, and a buffer for the next key's image.
+#[derive(Default)]
+struct LastNoted {
+    parent: Oid,
+    rule: String,
+    image: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 fn trigger_args(trigger: &pg_sys::TriggerData) -> Vec<String> {
@@ -572,11 +582,43 @@ fn on_change(fcinfo: pg_sys::FunctionCallInfo, as_child: bool) -> Result<Datum, 
 
 /// Notes the parent of `row` for `count`, once per transaction.
 fn note(relid: Oid, as_child: bool, count: &CompiledCount, row: &Row) {
-    let image: Option<Vec<Vec<u8>>> = count.key.iter().map(|k| k.reader.image(row)).collect();
-    // A key with a NULL belongs to no parent.
-    let Some(image) = image else { return };
-    let id = (count.parent.oid, count.name.clone(), image);
-    if !SEEN.with(|seen| seen.borrow_mut().insert(id)) {
+    // The key's images, each after its length. A bulk import touches the
+    // same parent row after row: compared with the last one noted first,
+    // with no allocation.
+    let repeated = LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        let mut image = std::mem::take(&mut last.scratch);
+        image.clear();
+        for k in &count.key {
+            match k.reader.datum(row) {
+                // SAFETY: a non-null value of the key column's type.
+                Some(d) => unsafe {
+                    crate::tuple::with_datum_image(d, k.typlen, k.typbyval, |bytes| {
+                        image.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+                        image.extend_from_slice(bytes);
+                    })
+                },
+                // A key with a NULL belongs to no parent.
+                None => {
+                    last.scratch = image;
+                    return None;
+                }
+            }
+        }
+        let same = last.parent == count.parent.oid && last.rule == count.name && last.image == image;
+        let noted = if same {
+            None
+        } else {
+            last.parent = count.parent.oid;
+            last.rule.clone_from(&count.name);
+            last.image.clone_from(&image);
+            Some(last.image.clone())
+        };
+        last.scratch = image;
+        Some((same, noted.unwrap_or_default()))
+    });
+    let Some((same, image)) = repeated else { return };
+    if same || !SEEN.with(|seen| seen.borrow_mut().insert((count.parent.oid, count.name.clone(), image))) {
         return;
     }
     // SAFETY: values of the key columns, copied into the transaction's
@@ -614,39 +656,43 @@ fn note(relid: Oid, as_child: bool, count: &CompiledCount, row: &Row) {
 /// Forgets what an aborted subtransaction noted (its rows are gone).
 pub fn forget_subxact(subxact: pg_sys::SubTransactionId) {
     TOUCHED.with(|t| t.borrow_mut().retain(|e| e.subxact < subxact));
+    LAST.with(|last| *last.borrow_mut() = LastNoted::default());
     SEEN.with(|seen| seen.borrow_mut().clear());
     TOUCHED.with(|t| {
         let t = t.borrow();
         SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
             for e in t.iter() {
-                let image = key_image(&e.key);
-                seen.insert((e.parent, e.rule.clone(), image));
+                seen.insert((e.parent, e.rule.clone(), key_image(&e.key)));
             }
         })
     });
 }
 
-/// The binary images of a noted key, as `note` computed them.
-fn key_image(key: &[Value]) -> Vec<Vec<u8>> {
-    key.iter()
-        .map(|v| {
-            let (mut typlen, mut typbyval) = (0i16, false);
-            // SAFETY: a catalog lookup of an existing type, and the image of
-            // a non-null value of it.
-            unsafe {
-                pg_sys::get_typlenbyval(v.type_oid, &mut typlen, &mut typbyval);
-                v.datum
-                    .map(|d| crate::tuple::datum_image(d, typlen, typbyval))
-                    .unwrap_or_default()
+/// The images of a noted key, laid out as `note` lays them out.
+fn key_image(key: &[Value]) -> Vec<u8> {
+    let mut image = Vec::new();
+    for v in key {
+        let (mut typlen, mut typbyval) = (0i16, false);
+        // SAFETY: a catalog lookup of an existing type, and the image of a
+        // non-null value of it.
+        unsafe {
+            pg_sys::get_typlenbyval(v.type_oid, &mut typlen, &mut typbyval);
+            if let Some(d) = v.datum {
+                crate::tuple::with_datum_image(d, typlen, typbyval, |bytes| {
+                    image.extend_from_slice(&(bytes.len() as u32).to_ne_bytes());
+                    image.extend_from_slice(bytes);
+                });
             }
-        })
-        .collect()
+        }
+    }
+    image
 }
 
 pub fn forget_all() {
     TOUCHED.with(|t| t.borrow_mut().clear());
     SEEN.with(|seen| seen.borrow_mut().clear());
+    LAST.with(|last| *last.borrow_mut() = LastNoted::default());
 }
 
 crate::c_function!(check_counts, pg_finfo_check_counts, check_counts_body);
@@ -674,6 +720,7 @@ fn check_counts_body(_fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invaria
 pub fn check_touched() -> Result<(), InvariantError> {
     let touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
     SEEN.with(|seen| seen.borrow_mut().clear());
+    LAST.with(|last| *last.borrow_mut() = LastNoted::default());
     if touched.is_empty() {
         return Ok(());
     }

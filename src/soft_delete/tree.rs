@@ -39,6 +39,17 @@ impl RowSet {
         self.args.iter().map(Value::arg).collect()
     }
 
+    /// Copies the set's rows to the audit log as an `op` capture, locking
+    /// them for what follows; returns how many.
+    pub fn capture(&self, op: &'static str) -> usize {
+        let sql = format!(
+            "SELECT t.* FROM {} WHERE {} FOR UPDATE OF t",
+            self.from(),
+            self.condition
+        );
+        crate::audit_log::capture(op, &self.table, &sql, &self.arguments(), None, &Default::default())
+    }
+
     /// One value of `what` (an aggregate over the set), as the owner.
     pub fn aggregate(&self, what: &str) -> Vec<Value> {
         let sql = format!("SELECT {what} FROM {} WHERE {}", self.from(), self.condition);
