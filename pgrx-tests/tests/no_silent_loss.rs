@@ -329,11 +329,178 @@ fn publisher_settings_that_turn_protection_off_are_reported() {
     assert!(findings.contains(&"publication everything".to_string()), "{findings:?}");
     c.batch_execute(
         "ALTER DATABASE pgi_loss_replication RESET session_replication_role;
-         DROP PUBLICATION everything;",
+         DROP PUBLICATION everything;
+         CREATE PUBLICATION partial FOR TABLE t, invariants.audit_rows;",
     )
     .unwrap();
+    // The fix lint gives for a publication that lists the log works.
+    let fix: String = c
+        .query_one(
+            "SELECT fix FROM invariants.lint() WHERE object = 'publication partial'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(fix, "ALTER PUBLICATION \"partial\" DROP TABLE invariants.audit_rows;");
+    c.batch_execute(&fix).unwrap();
+    assert_eq!(one(&mut c, "SELECT count(*) FROM invariants.lint()"), 0);
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'partial'"
+        ),
+        1
+    );
     // A session in replica mode still cannot drop or disable the guards.
     c.batch_execute("SET session_replication_role = replica").unwrap();
     assert_eq!(sqlstate(c.batch_execute("DROP TABLE t")), "55000");
     assert_eq!(sqlstate(c.batch_execute("ALTER TABLE t DISABLE TRIGGER ALL")), "55000");
+}
+
+/// Deletes every row of a keyless table in one transaction; its txid.
+fn keyless_loss(c: &mut Client, table: &str, rows: i32) -> String {
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (v int, note text);
+         INSERT INTO {table} SELECT i, 'n' || i FROM generate_series(1, {rows}) i;
+         SELECT invariants.enable_audit('{table}');"
+    ))
+    .unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("DELETE FROM {table}")).unwrap();
+    let txid: String = tx.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    txid
+}
+
+#[test]
+fn concurrent_restores_of_the_same_loss_restore_each_row_once() {
+    let db = TestDb::new("pgi_loss_concurrent_restore");
+    let mut c = db.client();
+    let txid = keyless_loss(&mut c, "bag", 100);
+
+    // The first restore holds its transaction open while a second session
+    // restores the same transaction.
+    let mut first = db.client();
+    let mut first_tx = first.transaction().unwrap();
+    let restored: i64 = first_tx
+        .query_one("SELECT restored FROM invariants.restore($1::text::xid8)", &[&txid])
+        .unwrap()
+        .get(0);
+    assert_eq!(restored, 100);
+    let second = {
+        let (name, txid) = (db.name.clone(), txid.clone());
+        let port = db.port;
+        std::thread::spawn(move || {
+            let mut second = pg_invariants_client_tests::connect_on(port, &name, "postgres");
+            let row = second
+                .query_one(
+                    "SELECT restored, problem FROM invariants.restore($1::text::xid8)",
+                    &[&txid],
+                )
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, Option<String>>(1))
+        })
+    };
+    // Let the second session reach its wait on the first.
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for _ in 0..200 {
+        if one(&mut c, waiting) > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert_eq!(one(&mut c, waiting), 1, "the second restore waits for the first");
+    first_tx.commit().unwrap();
+    let (again, problem) = second.join().unwrap();
+    assert_eq!(again, 0);
+    assert!(problem.unwrap_or_default().contains("another transaction"));
+    assert_eq!(one(&mut c, "SELECT count(*) FROM bag"), 100);
+    assert_eq!(one(&mut c, "SELECT count(DISTINCT v) FROM bag"), 100);
+
+    // At REPEATABLE READ the second one cannot see the first's claim in
+    // its snapshot: it fails with a serialization error instead.
+    let txid = keyless_loss(&mut c, "bag2", 10);
+    let mut early = db.client();
+    let mut early_tx = early
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    early_tx.query_one("SELECT 1", &[]).unwrap();
+    c.query_one("SELECT restored FROM invariants.restore($1::text::xid8)", &[&txid])
+        .unwrap();
+    let late = early_tx.query("SELECT * FROM invariants.restore($1::text::xid8)", &[&txid]);
+    assert_eq!(sqlstate(late), "40001");
+    drop(early_tx);
+    assert_eq!(one(&mut c, "SELECT count(*) FROM bag2"), 10);
+}
+
+#[test]
+fn a_dropped_table_is_reported_and_the_others_are_restored() {
+    let db = TestDb::new("pgi_loss_dropped_table");
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE TABLE kept (id int PRIMARY KEY, v text);
+         CREATE TABLE dropped (id int PRIMARY KEY, v text);
+         INSERT INTO kept SELECT i, 'k' || i FROM generate_series(1, 5) i;
+         INSERT INTO dropped SELECT i, 'd' || i FROM generate_series(1, 3) i;
+         SELECT invariants.enable_audit('kept');
+         SELECT invariants.enable_audit('dropped');",
+    )
+    .unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("DELETE FROM kept; DELETE FROM dropped;").unwrap();
+    let txid: String = tx.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    c.batch_execute("BEGIN; SET LOCAL invariants.allow_drop = on; DROP TABLE dropped; COMMIT;")
+        .unwrap();
+
+    let rows = c
+        .query(
+            "SELECT table_name, tbl IS NULL, restored, skipped, problem
+               FROM invariants.restore($1::text::xid8) ORDER BY table_name",
+            &[&txid],
+        )
+        .unwrap();
+    let rows: Vec<(String, bool, i64, i64, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1, rows[0].2, rows[0].3),
+        ("public.dropped", true, 0, 3)
+    );
+    assert!(
+        rows[0].4.as_deref().unwrap_or_default().contains("no longer exists"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1, rows[1].2, rows[1].4.as_deref()),
+        ("public.kept", false, 5, None)
+    );
+    assert_eq!(one(&mut c, "SELECT count(*) FROM kept"), 5);
+    // restore(since) too reports it and goes on.
+    c.batch_execute("DELETE FROM kept WHERE id = 1").unwrap();
+    let since = c
+        .query(
+            "SELECT table_name, restored FROM invariants.restore(since => now() - interval '1 hour')
+              ORDER BY table_name",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(since.len(), 2);
+    assert_eq!(since[1].get::<_, i64>(1), 1);
+
+    // Created again with the same name and columns: restore by table puts
+    // the rows back.
+    c.batch_execute("CREATE TABLE dropped (id int PRIMARY KEY, v text)")
+        .unwrap();
+    let back: i64 = c
+        .query_one("SELECT restored FROM invariants.restore(tbl => 'dropped')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(back, 3);
+    assert_eq!(one(&mut c, "SELECT count(*) FROM dropped WHERE v LIKE 'd%'"), 3);
 }

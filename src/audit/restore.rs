@@ -77,7 +77,7 @@ struct Gone {
     captures: Vec<i64>,
 }
 
-type RestoreRow = (Option<Regclass>, String, i64, i64, i64, Option<String>);
+type RestoreRow = (Option<Regclass>, String, i64, i64, Option<String>);
 
 #[pg_extern(schema = "invariants")]
 #[allow(clippy::type_complexity)]
@@ -92,7 +92,6 @@ fn restore(
         name!(table_name, String),
         name!(restored, i64),
         name!(skipped, i64),
-        name!(conflicts, i64),
         name!(problem, Option<String>),
     ),
 > {
@@ -117,7 +116,6 @@ fn restore(
                     g.name.clone(),
                     0,
                     entries,
-                    0,
                     Some(format!(
                         "table {} no longer exists: create it again (same name and columns), then call invariants.restore(tbl => '{}', ...)",
                         g.name, g.name
@@ -140,6 +138,12 @@ fn restore_table(pending: &Pending) -> RestoreRow {
     let claimed = claim(&pending.captures.iter().map(|c| c.id).collect::<Vec<_>>());
     let (mut restored, mut skipped) = (0, 0);
     let mut problems = Vec::new();
+    let taken = pending.captures.len() - claimed.len();
+    if taken > 0 {
+        problems.push(format!(
+            "{taken} of its captures were restored meanwhile by another transaction"
+        ));
+    }
     // Removed rows first, in the order they went; then changed rows put
     // back newest first, so the earliest image of a row is the one left.
     let removed = pending
@@ -175,7 +179,6 @@ fn restore_table(pending: &Pending) -> RestoreRow {
         table.display(),
         restored,
         skipped,
-        0,
         (!problems.is_empty()).then(|| problems.join("; ")),
     )
 }
@@ -290,11 +293,18 @@ impl Plan {
         }
         let value = |c: &catalog::Column| -> String {
             let column = quote_ident(&c.name);
-            // json keeps its own text, which only `exact` holds.
-            if c.type_oid == pg_sys::JSONOID {
+            // json keeps its own text, and jsonb its JSON null, which only
+            // `exact` holds (jsonb_populate_record would read a string).
+            let json_type = match base_type(c.type_oid) {
+                pg_sys::JSONOID => Some("pg_catalog.json"),
+                pg_sys::JSONBOID => Some("pg_catalog.jsonb"),
+                _ => None,
+            };
+            if let Some(json_type) = json_type {
                 format!(
-                    "CASE WHEN x.exact ? {name} THEN (x.exact ->> {name})::pg_catalog.json ELSE r.{column} END",
-                    name = catalog::quote_literal(&c.name)
+                    "CASE WHEN x.exact ? {name} THEN (x.exact ->> {name})::{json_type}::{t} ELSE r.{column} END",
+                    name = catalog::quote_literal(&c.name),
+                    t = c.type_name,
                 )
             } else {
                 format!("r.{column}")
@@ -379,6 +389,12 @@ impl Plan {
         let (done, attempted) = (done.unwrap_or(0), attempted.unwrap_or(0));
         (done, attempted - done)
     }
+}
+
+/// The base type of a domain, or the type itself.
+fn base_type(type_oid: Oid) -> Oid {
+    // SAFETY: a catalog lookup of an existing type.
+    unsafe { pg_sys::getBaseType(type_oid) }
 }
 
 /// Each live, non-generated column: (name, NOT NULL without a default or

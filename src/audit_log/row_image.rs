@@ -64,6 +64,9 @@ enum Exact {
     Always,
     /// Arrays: when a lower bound is not 1.
     WhenBounded,
+    /// jsonb: when it is the JSON value null, which the image cannot tell
+    /// from SQL NULL.
+    WhenJsonNull,
 }
 
 struct ImageColumn {
@@ -163,7 +166,9 @@ fn conversion_for(type_oid: Oid) -> Conversion {
                 if !structured {
                     return Conversion::Output { output };
                 }
-                let exact = if holds_inexact(base, 0) {
+                let exact = if base == pg_sys::JSONBOID {
+                    Exact::WhenJsonNull
+                } else if holds_inexact(base, 0) {
                     Exact::Always
                 } else if pg_sys::get_element_type(base) != pg_sys::InvalidOid {
                     Exact::WhenBounded
@@ -181,8 +186,9 @@ fn conversion_for(type_oid: Oid) -> Conversion {
 }
 
 /// True when a value of `type_oid` can hold what jsonb does not carry
-/// exactly: json text, a float (its -0), or an array bound inside a
-/// structure. `depth` stops a type that contains itself.
+/// exactly: json text, a float (its -0), an array bound inside a
+/// structure, or jsonb inside one (its null reads as SQL NULL there).
+/// `depth` stops a type that contains itself.
 fn holds_inexact(type_oid: Oid, depth: u32) -> bool {
     if depth > 8 {
         return true;
@@ -192,6 +198,9 @@ fn holds_inexact(type_oid: Oid, depth: u32) -> bool {
         let base = pg_sys::getBaseType(type_oid);
         if matches!(base, pg_sys::JSONOID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
             return true;
+        }
+        if base == pg_sys::JSONBOID {
+            return depth > 0;
         }
         let element = pg_sys::get_element_type(base);
         if element != pg_sys::InvalidOid {
@@ -290,6 +299,7 @@ unsafe fn convert(
                 let keep = match when {
                     Exact::Always => true,
                     Exact::WhenBounded => array_is_bounded(value),
+                    Exact::WhenJsonNull => is_json_null(value),
                     Exact::Never => false,
                 };
                 if keep {
@@ -302,6 +312,23 @@ unsafe fn convert(
             }
             Conversion::Output { output } => text_value(pg_sys::OidOutputFunctionCall(*output, value))?,
         })
+    }
+}
+
+/// True when a jsonb value is the JSON scalar null.
+///
+/// # Safety
+/// `value` must be a non-null jsonb.
+unsafe fn is_json_null(value: Datum) -> bool {
+    // SAFETY: per the contract; a scalar's root container holds it.
+    unsafe {
+        let jsonb = pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as *mut pg_sys::Jsonb;
+        let root = &mut (*jsonb).root;
+        if root.header & pg_sys::JB_FSCALAR == 0 {
+            return false;
+        }
+        let mut scalar: pg_sys::JsonbValue = std::mem::zeroed();
+        pg_sys::JsonbExtractScalar(root, &mut scalar) && scalar.type_ == pg_sys::jbvType::jbvNull
     }
 }
 

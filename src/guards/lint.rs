@@ -316,10 +316,12 @@ fn replica_role_defaults() -> Vec<Finding> {
 /// does): a subscriber would get another database's log and settings.
 fn published_extension_tables() -> Vec<Finding> {
     rows(
-        "SELECT DISTINCT p.pubname::text, p.puballtables::text
+        "SELECT p.pubname::text, p.puballtables::text,
+                pg_catalog.string_agg('invariants.' || pg_catalog.quote_ident(t.tablename), ', ' ORDER BY t.tablename)
            FROM pg_catalog.pg_publication p
            JOIN pg_catalog.pg_publication_tables t ON t.pubname = p.pubname
           WHERE t.schemaname = 'invariants'
+          GROUP BY 1, 2
           ORDER BY 1",
     )
     .into_iter()
@@ -336,7 +338,7 @@ fn published_extension_tables() -> Vec<Finding> {
             if all {
                 "-- list the tables to publish instead of FOR ALL TABLES (CREATE PUBLICATION ... FOR TABLE ...)".to_string()
             } else {
-                format!("ALTER PUBLICATION {} DROP TABLE invariants.audit_log;", quote_ident(&r[0]))
+                format!("ALTER PUBLICATION {} DROP TABLE {};", quote_ident(&r[0]), r[2])
             },
         )
     })
