@@ -67,6 +67,11 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    // A misspelt setting (invariants.alow_drop) is an error, not a silent
+    // placeholder; placeholders set before the library loaded are removed
+    // with a WARNING.
+    // SAFETY: called once from _PG_init, after the settings are defined.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"invariants".as_ptr()) };
 }
 
 /// The values of the settings `invariants.audit_context` names, now: an

@@ -17,6 +17,7 @@ pub mod fast_hash;
 pub mod guards;
 pub mod guc;
 pub mod health;
+pub mod json_arg;
 pub mod privilege;
 pub mod registry;
 pub mod relcache;

@@ -65,7 +65,9 @@ impl Drop for GucLevel {
 
 /// Runs `f` with `search_path` pinned to `pg_catalog, pg_temp`. Every SQL
 /// function and trigger of the extension runs its queries inside this.
+/// Errors of those queries reach the caller with every field.
 pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    let _inner = crate::errors::InnerErrors::enter();
     let level = GucLevel::open();
     level.pin_search_path();
     let result = f();

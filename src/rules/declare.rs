@@ -2,11 +2,11 @@
 //! `invariants.drop_rule`, the `invariants.rules` view, and the one
 //! `invariants_rules` trigger per table they (re)install.
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use super::spec::{AllowTransitions, Repair, RequireNotNull, RequireOnSet, RuleSpec, WriteOnce, WriteOnceMode};
 use crate::catalog::{self, quote_literal, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
+use crate::json_arg::JsonArg;
 use crate::privilege::{as_extension_owner, pinned};
 use crate::registry::{self, Level, Timing, Trigger};
 use pgrx::pg_sys::Oid;
@@ -15,9 +15,10 @@ pub const TRIGGER_NAME: &str = "invariants_rules";
 
 /// Declares a rule of any kind; returns its name.
 #[pg_extern(schema = "invariants")]
-fn add_rule(tbl: Option<Regclass>, name: Option<&str>, kind: Option<&str>, spec: Option<JsonB>) -> String {
+fn add_rule(tbl: Option<Regclass>, name: Option<&str>, kind: Option<&str>, spec: Option<JsonArg>) -> String {
     // A count rule's child table is named as the caller sees it.
-    let spec = spec.map(|JsonB(mut spec)| {
+    let spec = spec.map(|spec| {
+        let mut spec = spec.value("spec").unwrap_or_else(|e| e.raise());
         if kind == Some("require_count") {
             if let Some(child) = spec.get("child").and_then(|c| c.as_str()).map(str::to_string) {
                 let Some(table) = catalog::oid_of(&child).and_then(Table::lookup) else {
@@ -30,14 +31,14 @@ fn add_rule(tbl: Option<Regclass>, name: Option<&str>, kind: Option<&str>, spec:
                 spec["child"] = serde_json::Value::String(table.qualified());
             }
         }
-        JsonB(spec)
+        spec
     });
     pinned(|| {
         let table = table_arg(tbl, "tbl");
         let Some(kind) = kind else {
             fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument kind must not be NULL")
         };
-        let Some(JsonB(spec)) = spec else {
+        let Some(spec) = spec else {
             fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument spec must not be NULL")
         };
         let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| e.raise());
@@ -59,7 +60,7 @@ fn require_not_null(
     when_values: Option<Vec<Option<String>>>,
     name: default!(Option<&str>, "NULL"),
     message: default!(Option<&str>, "NULL"),
-    repair: default!(Option<JsonB>, "NULL"),
+    repair: default!(Option<JsonArg>, "NULL"),
 ) -> String {
     pinned(|| {
         let args = ValueRuleArgs::parse(tbl, column, when_column, when_values, "when_values", message, repair);
@@ -87,7 +88,7 @@ fn require_on_set(
     allowed: Option<Vec<Option<String>>>,
     name: default!(Option<&str>, "NULL"),
     message: default!(Option<&str>, "NULL"),
-    repair: default!(Option<JsonB>, "NULL"),
+    repair: default!(Option<JsonArg>, "NULL"),
 ) -> String {
     pinned(|| {
         let args = ValueRuleArgs::parse(tbl, column, when_column, allowed, "allowed", message, repair);
@@ -124,7 +125,7 @@ impl ValueRuleArgs {
         values: Option<Vec<Option<String>>>,
         values_name: &str,
         message: Option<&str>,
-        repair: Option<JsonB>,
+        repair: Option<JsonArg>,
     ) -> ValueRuleArgs {
         ValueRuleArgs {
             table: table_arg(tbl, "tbl"),
@@ -181,16 +182,17 @@ fn write_once(
 fn allow_transitions(
     tbl: Option<Regclass>,
     column: Option<&str>,
-    graph: Option<JsonB>,
+    graph: Option<JsonArg>,
     name: default!(Option<&str>, "NULL"),
     message: default!(Option<&str>, "NULL"),
 ) -> String {
     pinned(|| {
         let table = table_arg(tbl, "tbl");
         let column = required(column, "column");
-        let Some(JsonB(graph)) = graph else {
+        let Some(graph) = graph else {
             fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument graph must not be NULL")
         };
+        let graph = graph.value("graph").unwrap_or_else(|e| e.raise());
         let graph = serde_json::from_value(graph).unwrap_or_else(|e| {
             InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument graph: {e}"))
                 .hint("Pass an object mapping each state to the list of states it may change to, e.g. {\"pending\": [\"sent\"]}.")
@@ -270,8 +272,9 @@ fn values_arg(values: Option<Vec<Option<String>>>, arg: &str) -> Vec<String> {
         .collect()
 }
 
-fn repair_arg(repair: Option<JsonB>) -> Option<Repair> {
-    repair.map(|JsonB(value)| {
+fn repair_arg(repair: Option<JsonArg>) -> Option<Repair> {
+    repair.map(|value| {
+        let value = value.value("repair").unwrap_or_else(|e| e.raise());
         serde_json::from_value(value).unwrap_or_else(|e| {
             InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("argument repair: {e}"))
                 .hint("Pass {\"set\": {\"column\": value}, \"touch\": [\"updated_at\"], \"group_by\": \"column\"}.")
@@ -328,7 +331,7 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
                 Regclass(table.oid).into(),
                 name.into(),
                 spec.kind().into(),
-                JsonB(spec.to_json()).into(),
+                pgrx::JsonB(spec.to_json()).into(),
                 child.map(Regclass).into(),
             ],
         ))

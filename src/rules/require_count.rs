@@ -17,7 +17,9 @@ use pgrx::prelude::*;
 
 use super::declare::{declare, required};
 use super::spec::{RequireCount, RuleSpec};
-use crate::catalog::{self, column_arg, first_row, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
+use crate::catalog::{
+    self, column_arg, first_row, quote_ident, quote_literal, spi, spi_row, table_arg, Regclass, Table, Value,
+};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 use crate::registry::{self, Level, Timing, Trigger};
@@ -303,7 +305,7 @@ struct CountRules(Vec<CompiledCount>);
 /// (parent type on the left): the foreign key's own, or, without one, each
 /// column type's equality. None when a pair has none.
 fn key_operators(parent: &Table, spec: &RequireCount, child: &Table) -> Option<Vec<Oid>> {
-    let from_foreign_key = spi(Spi::get_one_with_args::<Vec<Oid>>(
+    let from_foreign_key = spi_row(Spi::get_one_with_args::<Vec<Oid>>(
         "SELECT ARRAY(SELECT c.conpfeqop[i] FROM generate_subscripts(c.conkey, 1) i
                        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[i]
                       ORDER BY array_position($3::text[], a.attname::text))
@@ -314,7 +316,8 @@ fn key_operators(parent: &Table, spec: &RequireCount, child: &Table) -> Option<V
                 = (SELECT array_agg(x ORDER BY x) FROM unnest($3::text[]) x)
           LIMIT 1",
         &[child.oid.into(), parent.oid.into(), spec.fk_columns.clone().into()],
-    ));
+    ))
+    .flatten();
     if let Some(operators) = from_foreign_key.filter(|ops| ops.len() == spec.fk_columns.len()) {
         return Some(operators);
     }

@@ -236,14 +236,6 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
             Level::Row,
         ),
         trigger(
-            UPDATE_TRIGGER,
-            "soft_delete_update",
-            Timing::Before,
-            registry::UPDATE,
-            Vec::new(),
-            Level::Row,
-        ),
-        trigger(
             APPLY_TRIGGER,
             "soft_delete_apply",
             Timing::After,
@@ -252,6 +244,22 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
             Level::Statement,
         ),
     ];
+    // Only partitions move rows (UPDATE of the partition key): elsewhere
+    // the soft delete's own UPDATE need not pay for this trigger.
+    let partitioned = spi(Spi::get_one_with_args::<bool>(
+        "SELECT relkind = 'p' OR relispartition FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    )) == Some(true);
+    if partitioned {
+        triggers.push(trigger(
+            UPDATE_TRIGGER,
+            "soft_delete_update",
+            Timing::Before,
+            registry::UPDATE,
+            Vec::new(),
+            Level::Row,
+        ));
+    }
     // With its column gone, DELETE is refused by the row trigger; there is
     // nothing to cascade.
     if crate::catalog::columns(relid).iter().any(|c| c.name == column) {

@@ -13,8 +13,13 @@
 use std::ffi::{c_char, c_int, CString};
 use std::panic::AssertUnwindSafe;
 
+mod coverage;
+mod inner;
+
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
+
+pub use inner::InnerErrors;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 pub use pgrx::PgSqlErrorCode as Code;
@@ -29,11 +34,15 @@ pub struct InvariantError {
     pub table_name: Option<String>,
     pub column_name: Option<String>,
     pub constraint_name: Option<String>,
+    /// Where in the source the error was made (see `coverage`).
+    site: &'static std::panic::Location<'static>,
 }
 
 impl InvariantError {
+    #[track_caller]
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
         InvariantError {
+            site: std::panic::Location::caller(),
             code,
             message: message.into(),
             detail: None,
@@ -75,6 +84,7 @@ impl InvariantError {
     /// The table, column and constraint fields are not carried on this path;
     /// triggers, where they matter, go through [`function_entry`].
     pub fn raise(self) -> ! {
+        coverage::record(self.site);
         let mut report = ErrorReport::new(self.code, self.message, "pg_invariants");
         if let Some(detail) = self.detail {
             report = report.set_detail(detail);
@@ -88,6 +98,7 @@ impl InvariantError {
 }
 
 /// Shorthand for `InvariantError::new(..).raise()`.
+#[track_caller]
 pub fn fail(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
     InvariantError::new(code, message).raise()
 }
@@ -127,6 +138,7 @@ fn palloc_cstr(text: Option<&str>) -> *const c_char {
 
 impl InvariantError {
     fn prepare(&self) -> PreparedError {
+        coverage::record(self.site);
         PreparedError {
             code: self.code as c_int,
             message: palloc_cstr(Some(&self.message)),
@@ -141,8 +153,10 @@ impl InvariantError {
 }
 
 /// Enters a function body from Postgres. Panics and Postgres errors inside
-/// `body` are handled by pgrx as everywhere else; an `Err` returned by `body`
-/// is raised with every field of the [`InvariantError`] set.
+/// `body` are handled by pgrx as everywhere else (with every field of a
+/// Postgres error kept, see [`InvariantError`]'s `inner` module); an `Err`
+/// returned by `body` is raised with every field of the [`InvariantError`]
+/// set.
 ///
 /// # Safety
 /// Call only as the whole body of an `extern "C"` function that Postgres
@@ -155,9 +169,12 @@ pub unsafe fn function_entry(
     // SAFETY: the closure runs inside pgrx's guard, which turns panics and
     // Postgres errors into Postgres errors; it returns only `Copy` data.
     let outcome = unsafe {
-        pgrx::pgrx_extern_c_guard(AssertUnwindSafe(|| match body(fcinfo) {
-            Ok(datum) => Outcome::Done(datum),
-            Err(error) => Outcome::Failed(error.prepare()),
+        pgrx::pgrx_extern_c_guard(AssertUnwindSafe(|| {
+            let _inner = InnerErrors::enter();
+            match body(fcinfo) {
+                Ok(datum) => Outcome::Done(datum),
+                Err(error) => Outcome::Failed(error.prepare()),
+            }
         }))
     };
     match outcome {
@@ -177,9 +194,12 @@ pub unsafe fn function_entry(
 pub unsafe fn callback_entry(body: fn() -> Result<(), InvariantError>) {
     // SAFETY: as in function_entry: only `Copy` data leaves the guard.
     let outcome = unsafe {
-        pgrx::pgrx_extern_c_guard(AssertUnwindSafe(|| match body() {
-            Ok(()) => Outcome::Done(pg_sys::Datum::from(0)),
-            Err(error) => Outcome::Failed(error.prepare()),
+        pgrx::pgrx_extern_c_guard(AssertUnwindSafe(|| {
+            let _inner = InnerErrors::enter();
+            match body() {
+                Ok(()) => Outcome::Done(pg_sys::Datum::from(0)),
+                Err(error) => Outcome::Failed(error.prepare()),
+            }
         }))
     };
     if let Outcome::Failed(prepared) = outcome {
