@@ -53,6 +53,8 @@ pub mod pg_test {
         vec![
             "shared_preload_libraries = 'pg_cron'",
             "cron.database_name = 'pgrx_tests'",
+            // scripts/test checks that every error is raised by a test.
+            "pg_invariants_test.error_coverage = '/tmp/pg_invariants_test/error-sites'",
         ]
     }
 }

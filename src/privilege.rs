@@ -159,6 +159,7 @@ pub fn relation_owner(relid: Oid) -> Option<Oid> {
 /// foreign-key checks).
 pub fn as_table_owner<R>(relid: Oid, f: impl FnOnce() -> R) -> R {
     let Some(owner) = relation_owner(relid) else {
+        // untestable: a table dropped by another session between the lookup and the use
         fail(
             Code::ERRCODE_UNDEFINED_TABLE,
             format!("relation with OID {} no longer exists", relid.to_u32()),
@@ -175,6 +176,7 @@ fn extension_owner() -> Oid {
         .flatten()
     })
     .unwrap_or_else(|| {
+        // untestable: the extension's functions run only where it is installed
         fail(
             Code::ERRCODE_UNDEFINED_OBJECT,
             "extension pg_invariants is not installed in this database",

@@ -133,11 +133,17 @@ const PROVIDERS: [Provider; 5] = [
 pub fn required(relid: Oid) -> Vec<Required> {
     let lineage = catalog::self_and_ancestors(relid);
     let partition = is_partition(relid);
+    let existing_columns: Vec<String> = catalog::columns(relid).into_iter().map(|c| c.name).collect();
     let mut needed: Vec<Required> = Vec::new();
     for provider in PROVIDERS {
-        for trigger in provider(relid, &lineage) {
+        for mut trigger in provider(relid, &lineage) {
             if needed.iter().any(|r| r.trigger.name == trigger.name) {
                 continue;
+            }
+            // A declaration that names a column since dropped fires on
+            // every UPDATE instead, where it fails closed.
+            if trigger.columns.iter().any(|c| !existing_columns.contains(c)) {
+                trigger.columns.clear();
             }
             let cloned = partition && trigger.level == Level::Row;
             needed.push(Required { trigger, cloned });

@@ -437,6 +437,7 @@ unsafe fn append_query_rows(
                 break;
             }
             outcome = if (*(*rows).tupdesc).natts as usize != width {
+                // untestable: the capture query selects exactly the image's columns
                 Err(InvariantError::new(
                     Code::ERRCODE_INTERNAL_ERROR,
                     "the capture query returned an unexpected number of columns",

@@ -448,6 +448,7 @@ unsafe fn text_value(text: *mut std::ffi::c_char) -> Result<pg_sys::JsonbValue, 
 
 fn checked_string(data: *mut std::ffi::c_char, len: usize) -> Result<pg_sys::JsonbValue, InvariantError> {
     if len > JSONB_MAX_STRING {
+        // untestable: needs a single value over 256 MB, jsonb's own limit (the same error to_jsonb gives)
         return Err(InvariantError::new(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             "string too long to represent as jsonb string",

@@ -104,6 +104,7 @@ fn event_data<'a>(fcinfo: pg_sys::FunctionCallInfo) -> Result<&'a pg_sys::EventT
             return Ok(&*(context as *const pg_sys::EventTriggerData));
         }
     }
+    // untestable: Postgres refuses to call an event trigger function other than as one
     Err(InvariantError::new(
         Code::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
         "this function can only be called as an event trigger",

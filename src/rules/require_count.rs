@@ -60,7 +60,7 @@ fn require_count(
 /// Validates a `require_count` declaration on `parent` and fills in the
 /// parent's key columns and the child's canonical name.
 pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, InvariantError> {
-    let count = column_arg(parent, Some(&spec.count_column), "count_column");
+    let count = column_arg(parent, &spec.count_column, "count_column");
     let counts = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID];
     if !counts.contains(&count.type_oid) {
         return Err(InvariantError::new(
@@ -72,6 +72,7 @@ pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, 
         ));
     }
     let Some(child_oid) = catalog::oid_of(&spec.child) else {
+        // untestable: the callers resolve the child table before
         return Err(InvariantError::new(
             Code::ERRCODE_UNDEFINED_TABLE,
             format!("argument child: table {} does not exist", quote_literal(&spec.child)),
@@ -85,7 +86,7 @@ pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, 
         ));
     }
     for fk in &spec.fk_columns {
-        column_arg(&child, Some(fk), "fk_column");
+        column_arg(&child, fk, "fk_column");
     }
     if spec.parent_columns.is_empty() {
         spec.parent_columns = referenced_columns(&child, &spec.fk_columns, parent)
@@ -116,7 +117,7 @@ pub fn complete(parent: &Table, mut spec: RequireCount) -> Result<RequireCount, 
         ));
     }
     for column in &spec.parent_columns {
-        column_arg(parent, Some(column), "parent key");
+        column_arg(parent, column, "parent key");
     }
     if key_operators(parent, &spec, &child).is_none() {
         return Err(InvariantError::new(

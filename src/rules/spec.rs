@@ -402,7 +402,7 @@ fn dedup(values: Vec<String>) -> Vec<String> {
 
 /// A column a row rule reads: it must exist and not be a generated column.
 fn rule_column(table: &Table, name: &str, arg: &str) -> Result<Column, InvariantError> {
-    let column = column_arg(table, Some(name), arg);
+    let column = column_arg(table, name, arg);
     if column.generated {
         return Err(InvariantError::new(
             Code::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -447,7 +447,7 @@ fn complete_repair(table: &Table, mut repair: Repair) -> Result<Repair, Invarian
             .hint("For example {\"set\": {\"status\": \"pending\"}}."));
     }
     for (name, value) in repair.set.iter_mut() {
-        let column = column_arg(table, Some(name), "repair.set");
+        let column = column_arg(table, name, "repair.set");
         if column.generated {
             return Err(InvariantError::new(
                 Code::ERRCODE_GENERATED_ALWAYS,
@@ -460,7 +460,7 @@ fn complete_repair(table: &Table, mut repair: Repair) -> Result<Repair, Invarian
         }
     }
     for name in &repair.touch {
-        let column = column_arg(table, Some(name), "repair.touch");
+        let column = column_arg(table, name, "repair.touch");
         let timestamp_types = [
             pgrx::pg_sys::TIMESTAMPTZOID,
             pgrx::pg_sys::TIMESTAMPOID,
@@ -477,7 +477,7 @@ fn complete_repair(table: &Table, mut repair: Repair) -> Result<Repair, Invarian
         }
     }
     if let Some(group_by) = &repair.group_by {
-        column_arg(table, Some(group_by), "repair.group_by");
+        column_arg(table, group_by, "repair.group_by");
     }
     Ok(repair)
 }

@@ -501,7 +501,11 @@ mod tests {
 
     #[pg_test]
     fn bad_arguments_are_refused_and_change_nothing() {
-        run("CREATE TABLE t_bad (id int PRIMARY KEY, status text, sent_at timestamptz, n int)");
+        run(
+            "CREATE TABLE t_bad (id int PRIMARY KEY, status text, sent_at timestamptz, n int, j json,
+                                 g int GENERATED ALWAYS AS (n + 1) STORED)",
+        );
+        run("CREATE TABLE t_bad_child (id int PRIMARY KEY, a int, b int)");
         run("CREATE VIEW v_bad AS SELECT * FROM t_bad");
         let cases = [
             ("SELECT invariants.require_not_null('nope', 'sent_at', 'status', ARRAY['x'])", "42P01"),
@@ -529,6 +533,27 @@ mod tests {
             ("SELECT invariants.add_rule('t_bad', 'r', 'write_once', NULL)", "22004"),
             ("SELECT invariants.add_rule('t_bad', '', 'write_once', '{\"column\": \"sent_at\"}')", "22023"),
             ("SELECT invariants.drop_rule('t_bad', 'nope')", "42704"),
+            ("SELECT invariants.add_rule('t_bad', 'r', NULL, '{\"column\": \"sent_at\"}')", "22004"),
+            ("SELECT invariants.add_rule('t_bad', NULL, 'write_once', '{\"column\": \"sent_at\"}')", "22004"),
+            ("SELECT invariants.write_once('t_bad', 'sent_at', mode => NULL)", "22004"),
+            ("SELECT invariants.allow_transitions('t_bad', 'status', NULL)", "22004"),
+            ("SELECT invariants.require_not_null('t_bad', '', 'status', ARRAY['x'])", "22023"),
+            ("SELECT invariants.require_not_null('t_bad', 'sent_at', 'status', ARRAY['x'], repair => '{\"set\": {\"g\": 1}}')", "428C9"),
+            ("SELECT invariants.require_not_null('t_bad', 'sent_at', 'j', ARRAY['{}'])", "42883"),
+            ("SELECT * FROM invariants.repair(rule => 'nope')", "42704"),
+            ("SELECT * FROM invariants.violating_rows('t_bad', NULL, NULL)", "22004"),
+            (
+                "SELECT invariants.add_rule('t_bad', 'c', 'require_count',
+                        '{\"count_column\": \"n\", \"child\": \"t_bad_child\", \"fk_columns\": [\"a\", \"b\"], \"parent_columns\": [\"id\"]}')",
+                "42830",
+            ),
+            (
+                "SELECT invariants.add_rule('t_bad', 'c', 'require_count',
+                        '{\"count_column\": \"n\", \"child\": \"t_bad_child\", \"fk_columns\": [\"a\"], \"message\": \" \"}')",
+                "22023",
+            ),
+            ("SELECT invariants.enable_audit(2147483647::oid::regclass)", "42P01"),
+            ("SELECT invariants.enable_audit('invariants.audit_rows')", "22023"),
         ];
         for (sql, expected) in cases {
             let error = error_of(sql).unwrap_or_else(|| panic!("expected {expected} from {sql}"));
@@ -571,5 +596,80 @@ mod tests {
                 .unwrap()
                 .unwrap()
         );
+    }
+
+    #[pg_test]
+    fn rules_whose_columns_changed_under_them_fail_closed() {
+        run("CREATE TABLE t_chg (id int PRIMARY KEY, status text, sent_at timestamptz, reason text, total int)");
+        run("CREATE TABLE t_chg_child (id int PRIMARY KEY, parent int REFERENCES t_chg)");
+        run("INSERT INTO t_chg VALUES (1, 'sent', NULL, 'x', 0)");
+        run(
+            "SELECT invariants.require_not_null('t_chg', 'sent_at', 'status', ARRAY['sent'], name => 'r',
+                    repair => '{\"set\": {\"reason\": \"fixed\"}}')",
+        );
+        run("SELECT invariants.require_count('t_chg', 'total', 't_chg_child', 'parent', name => 'c')");
+        // The column a repair sets is gone: repair says so.
+        run("ALTER TABLE t_chg DROP COLUMN reason");
+        let error = error_of("SELECT * FROM invariants.repair('t_chg')").expect("repair must fail");
+        assert_eq!(error.sqlstate, "42703", "{error:?}");
+        assert!(error.message.contains("reason"), "{error:?}");
+        // The count column is gone: writes to the child fail closed, and
+        // asking for the rule's rows says why.
+        run("ALTER TABLE t_chg DROP COLUMN total CASCADE");
+        assert_eq!(
+            sqlstate_of(
+                "DO $d$ BEGIN INSERT INTO t_chg_child VALUES (1, 1); PERFORM invariants.check_counts(); END $d$"
+            ),
+            "42703"
+        );
+        assert_eq!(
+            sqlstate_of("SELECT * FROM invariants.violating_rows('t_chg', 'c')"),
+            "42703"
+        );
+        // The child's key column is gone: its writes fail closed at once.
+        run("ALTER TABLE t_chg_child DROP COLUMN parent CASCADE");
+        let error = error_of("INSERT INTO t_chg_child VALUES (2)").expect("fails closed");
+        assert_eq!(error.sqlstate, "42703", "{error:?}");
+        assert_eq!(error.constraint, "c");
+        // The rule's values no longer fit its column's type: an enum value
+        // renamed (Postgres itself refuses to change the type of a column
+        // the rules trigger fires on).
+        run("CREATE TYPE t_chg_state AS ENUM ('new', 'sent')");
+        run("CREATE TABLE t_enum (id int PRIMARY KEY, state t_chg_state, sent_at timestamptz)");
+        run("SELECT invariants.require_not_null('t_enum', 'sent_at', 'state', ARRAY['sent'])");
+        run("ALTER TYPE t_chg_state RENAME VALUE 'sent' TO 'dispatched'");
+        let error = error_of("INSERT INTO t_enum VALUES (2, 'new', NULL)").expect("fails closed");
+        assert_eq!(error.sqlstate, "42804", "{error:?}");
+        assert!(error.message.contains("no longer takes"), "{error:?}");
+    }
+
+    #[pg_test]
+    fn the_extensions_trigger_functions_refuse_other_trigger_kinds() {
+        run("CREATE TABLE t_mis (id int PRIMARY KEY)");
+        let misuses = [
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_delete()",
+            "CREATE TRIGGER m BEFORE INSERT ON t_mis FOR EACH STATEMENT EXECUTE FUNCTION invariants.before_truncate()",
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.enforce_rules()",
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed()",
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
+        ];
+        for create in misuses {
+            run(create);
+            assert_eq!(sqlstate_of("INSERT INTO t_mis VALUES (1)"), "39P01", "{create}");
+            run("DROP TRIGGER m ON t_mis");
+        }
+        assert_eq!(count("SELECT count(*) FROM t_mis"), 0);
+    }
+
+    #[pg_test]
+    fn detection_needs_select_on_the_table() {
+        run("CREATE TABLE t_priv (id int PRIMARY KEY, status text, sent_at timestamptz)");
+        run("SELECT invariants.require_not_null('t_priv', 'sent_at', 'status', ARRAY['sent'])");
+        run("DROP ROLE IF EXISTS pgi_no_select; CREATE ROLE pgi_no_select");
+        run("SET LOCAL ROLE pgi_no_select");
+        let error = error_of("SELECT * FROM invariants.violations('t_priv')").expect("refused");
+        assert_eq!(error.sqlstate, "42501");
+        assert_eq!(error.hint, "Detection needs SELECT on the table.");
+        run("RESET ROLE");
     }
 }
