@@ -65,14 +65,6 @@ pub fn spi<T>(result: Result<T, SpiError>) -> T {
     }
 }
 
-/// Like [`spi`] for a query that may return no row: None then.
-pub fn spi_row<T>(result: Result<T, SpiError>) -> Option<T> {
-    match result {
-        Err(SpiError::InvalidPosition) => None,
-        other => Some(spi(other)),
-    }
-}
-
 /// Quotes an identifier for generated SQL, always with double quotes.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -106,11 +98,7 @@ pub fn quote_literal(value: &str) -> String {
 
 /// The oid of the relation a (possibly qualified) name stands for, if any.
 pub fn oid_of(name: &str) -> Option<Oid> {
-    spi_row(Spi::get_one_with_args::<Oid>(
-        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
-        &[name.into()],
-    ))
-    .flatten()
+    crate::sql::one::<Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[name.into()])
 }
 
 /// A user table (plain or partitioned) that a capability is declared on.
@@ -135,12 +123,12 @@ impl Table {
 
     /// Looks a table up by oid without checking who may use it.
     pub fn lookup(oid: Oid) -> Option<Table> {
-        let row = spi_row(Spi::get_three_with_args::<String, String, String>(
+        let row = crate::sql::three::<String, String, String>(
             "SELECT n.nspname::text, c.relname::text, c.relkind::text
                FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE c.oid = $1",
             &[oid.into()],
-        ));
+        );
         match row? {
             (Some(schema), Some(name), Some(kind)) => Some(Table {
                 oid,
@@ -162,11 +150,10 @@ pub fn existing_table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
             format!("argument {arg} must not be NULL"),
         );
     };
-    let kind = spi_row(Spi::get_one_with_args::<String>(
+    let kind = crate::sql::one::<String>(
         "SELECT c.relkind::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[oid.into()],
-    ))
-    .flatten();
+    );
     let (Some(kind), Some(table)) = (kind, Table::lookup(oid)) else {
         fail(
             Code::ERRCODE_UNDEFINED_TABLE,
@@ -202,11 +189,10 @@ pub fn existing_table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
 /// owning role).
 pub fn table_arg(tbl: Option<Regclass>, arg: &str) -> Table {
     let table = existing_table_arg(tbl, arg);
-    let is_owner = spi_row(Spi::get_one_with_args::<bool>(
+    let is_owner = crate::sql::one::<bool>(
         "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[table.oid.into()],
-    ))
-    .flatten();
+    );
     if is_owner != Some(true) {
         InvariantError::new(
             Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -291,7 +277,7 @@ pub fn column_arg(table: &Table, name: &str, arg: &str) -> Column {
 /// The columns that identify a row, for messages and `key` values: the
 /// primary key, else the first unique index without nulls, else none.
 pub fn key_columns(oid: Oid) -> Vec<String> {
-    let names = spi(Spi::get_one_with_args::<Vec<String>>(
+    let names = crate::sql::one::<Vec<String>>(
         "SELECT array_agg(a.attname::text ORDER BY k.ord)
            FROM (SELECT i.indkey, i.indisprimary FROM pg_catalog.pg_index i
                   WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
@@ -300,21 +286,21 @@ pub fn key_columns(oid: Oid) -> Vec<String> {
            CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
            JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum",
         &[oid.into()],
-    ));
+    );
     names.unwrap_or_default()
 }
 
 /// `oid` and every table below it, at any depth: partitions and
 /// inheritance children, parents before children.
 pub fn self_and_descendants(oid: Oid) -> Vec<Oid> {
-    let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
+    let oids = crate::sql::one::<Vec<Oid>>(
         "WITH RECURSIVE tree(relid, depth) AS (
              SELECT $1::pg_catalog.oid, 0
              UNION
              SELECT i.inhrelid, t.depth + 1 FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
          SELECT array_agg(relid ORDER BY depth, relid) FROM (SELECT relid, min(depth) AS depth FROM tree GROUP BY relid) s",
         &[oid.into()],
-    ));
+    );
     match oids {
         Some(oids) if !oids.is_empty() => oids,
         _ => vec![oid],
@@ -324,23 +310,23 @@ pub fn self_and_descendants(oid: Oid) -> Vec<Oid> {
 /// `oid` and every table above it (partitioned tables and inheritance
 /// parents), nearest first.
 pub fn self_and_ancestors(oid: Oid) -> Vec<Oid> {
-    let oids = spi(Spi::get_one_with_args::<Vec<Oid>>(
+    let oids = crate::sql::one::<Vec<Oid>>(
         "WITH RECURSIVE up(relid, depth) AS (
              SELECT $1::pg_catalog.oid, 0
              UNION
              SELECT i.inhparent, u.depth + 1 FROM pg_catalog.pg_inherits i JOIN up u ON i.inhrelid = u.relid)
          SELECT array_agg(relid ORDER BY depth, relid) FROM (SELECT relid, min(depth) AS depth FROM up GROUP BY relid) s",
         &[oid.into()],
-    ));
+    );
     oids.unwrap_or_else(|| vec![oid])
 }
 
 /// True when `oid` has a trigger named `name`.
 pub fn has_trigger(oid: Oid, name: &str) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
+    crate::sql::one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
         &[oid.into(), name.into()],
-    )) == Some(true)
+    ) == Some(true)
 }
 
 /// Tells every backend to forget what it cached about `oid` and its
@@ -495,13 +481,12 @@ pub fn first_row(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Value> {
 /// An operator as `OPERATOR(schema.name)`, so that no operator of a
 /// caller's schemas can stand in for it.
 pub fn qualified_operator(oid: Oid) -> Option<String> {
-    spi_row(Spi::get_one_with_args::<String>(
+    crate::sql::one::<String>(
         "SELECT 'OPERATOR(' || pg_catalog.quote_ident(n.nspname) || '.' || o.oprname || ')'
            FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
           WHERE o.oid = $1",
         &[oid.into()],
-    ))
-    .flatten()
+    )
 }
 
 /// The default equality operator of a type (its B-tree or hash opclass's),

@@ -4,7 +4,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use crate::catalog::{quote_literal, spi};
+use crate::catalog::quote_literal;
 use crate::guards::lint::{trigger_fix, trigger_problems};
 use crate::privilege::pinned;
 use crate::rules::violations::{count, detectable, percent};
@@ -102,13 +102,15 @@ fn health() -> JsonB {
 }
 
 fn repair_scheduled() -> bool {
-    let has_cron = spi(Spi::get_one::<bool>(
+    let has_cron = crate::sql::one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')",
-    ));
+        &[],
+    );
     has_cron == Some(true)
-        && spi(Spi::get_one::<bool>(
+        && crate::sql::one::<bool>(
             "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = 'pg_invariants_repair')",
-        )) == Some(true)
+            &[],
+        ) == Some(true)
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod relcache;
 pub mod rules;
 pub mod soft_delete;
+pub mod sql;
 pub mod tuple;
 pub mod xact;
 
@@ -37,6 +38,11 @@ pgrx::extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // Errors never carry a Rust backtrace, whatever RUST_BACKTRACE holds in
+    // the server's environment: pgrx appends one to the DETAIL of errors it
+    // raises again when capturing is on. (Set before any capture: the
+    // standard library reads it once.)
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     guc::register();
     relcache::register_invalidation_callback();
     xact::register_callbacks();

@@ -16,9 +16,7 @@
 //!   own tables ([`as_extension_owner`]), by statements that name no user
 //!   object.
 use pgrx::pg_sys::{self, Oid};
-use pgrx::prelude::*;
 
-use crate::catalog::spi_row;
 use crate::errors::{fail, Code};
 
 /// A GUC nesting level: settings made inside it (by `set` or by any code
@@ -170,10 +168,10 @@ pub fn as_table_owner<R>(relid: Oid, f: impl FnOnce() -> R) -> R {
 
 fn extension_owner() -> Oid {
     pinned(|| {
-        spi_row(Spi::get_one::<Oid>(
+        crate::sql::one::<Oid>(
             "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants'",
-        ))
-        .flatten()
+            &[],
+        )
     })
     .unwrap_or_else(|| {
         // untestable: the extension's functions run only where it is installed

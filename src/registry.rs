@@ -153,10 +153,10 @@ pub fn required(relid: Oid) -> Vec<Required> {
 }
 
 fn is_partition(relid: Oid) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
+    crate::sql::one::<bool>(
         "SELECT relispartition FROM pg_catalog.pg_class WHERE oid = $1",
         &[relid.into()],
-    )) == Some(true)
+    ) == Some(true)
 }
 
 /// A trigger of the extension's as it is on a table.
@@ -329,10 +329,32 @@ pub fn functions() -> FastMap<String, Oid> {
     })
 }
 
+/// True when some table of the database has a trigger of the extension's.
+/// Reads only the catalogs: the DDL guards ask it first, so that in a
+/// database (or for a table) with no declarations they touch none of the
+/// extension's tables (their locks would show in `pg_locks`).
+pub fn any_in_database() -> bool {
+    crate::sql::one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+                         WHERE p.pronamespace = pg_catalog.to_regnamespace('invariants'))",
+        &[],
+    ) == Some(true)
+}
+
+/// True when one of `tables` has a trigger of the extension's (the
+/// catalogs only, as [`any_in_database`]).
+pub fn any_on(tables: &[Oid]) -> bool {
+    crate::sql::one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+                         WHERE t.tgrelid = ANY ($1) AND p.pronamespace = pg_catalog.to_regnamespace('invariants'))",
+        &[tables.to_vec().into()],
+    ) == Some(true)
+}
+
 /// Every table that needs triggers of the extension's: declared on, or
 /// below a table declared on.
 pub fn covered_tables() -> Vec<Oid> {
-    let roots: Vec<Oid> = spi(Spi::get_one::<Vec<Oid>>(
+    let roots: Vec<Oid> = crate::sql::one::<Vec<Oid>>(
         "SELECT array_agg(DISTINCT t) FROM (
              SELECT tbl::pg_catalog.oid AS t FROM invariants.rule_definitions
              UNION SELECT child::pg_catalog.oid FROM invariants.rule_definitions WHERE child IS NOT NULL
@@ -340,7 +362,8 @@ pub fn covered_tables() -> Vec<Oid> {
              UNION SELECT tbl::pg_catalog.oid FROM invariants.protected_tables
              UNION SELECT tbl::pg_catalog.oid FROM invariants.soft_delete_tables) s
           WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = s.t)",
-    ))
+        &[],
+    )
     .unwrap_or_default();
     let mut all: Vec<Oid> = roots.into_iter().flat_map(catalog::self_and_descendants).collect();
     all.sort_by_key(|o| o.to_u32());

@@ -23,6 +23,10 @@ unsafe extern "C-unwind" fn on_subxact(
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     let body: fn() -> Result<(), crate::errors::InvariantError> = match event {
         pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE => {
+            // Most transactions touch no counted parent: nothing to enter.
+            if !crate::rules::require_count::anything_touched() {
+                return;
+            }
             crate::rules::require_count::check_touched
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT

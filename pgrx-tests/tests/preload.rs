@@ -156,3 +156,86 @@ fn stored_generated_columns_follow_the_soft_delete() {
         .get(0);
     assert!(active);
 }
+
+#[test]
+fn reads_and_ddl_assign_no_transaction_id() {
+    for db in [TestDb::new("pgi_xid_plain"), TestDb::preloaded("pgi_xid_preload")] {
+        let mut c = db.client();
+        c.batch_execute(
+            "CREATE TABLE plain_t (id int PRIMARY KEY, v text);
+             CREATE INDEX plain_v ON plain_t (v);
+             CREATE TABLE kept (id int PRIMARY KEY, v text, status text, done_at timestamptz, deleted_at timestamptz);
+             CREATE INDEX kept_v ON kept (v);
+             SELECT invariants.protect('kept');
+             SELECT invariants.require_not_null('kept', 'done_at', 'status', ARRAY['done']);",
+        )
+        .unwrap();
+        // An event trigger that assigned a transaction id would make these fail
+        // ("must be first action in transaction").
+        c.batch_execute("DROP INDEX CONCURRENTLY plain_v").unwrap();
+        c.batch_execute("DROP INDEX CONCURRENTLY kept_v").unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(
+            "SELECT * FROM invariants.lint();
+             SELECT invariants.health();
+             SELECT * FROM invariants.violations();
+             SELECT * FROM invariants.violating_rows('kept');
+             SELECT * FROM invariants.rules;
+             DELETE FROM plain_t WHERE id = 1;",
+        )
+        .unwrap();
+        let xid: Option<String> = tx
+            .query_one("SELECT pg_current_xact_id_if_assigned()::text", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(xid, None, "{}", db.name);
+        tx.rollback().unwrap();
+    }
+}
+
+#[test]
+fn planner_errors_keep_every_field_and_carry_no_backtrace() {
+    for db in [
+        TestDb::new("pgi_planner_errors_plain"),
+        TestDb::preloaded("pgi_planner_errors_preload"),
+    ] {
+        let mut c = db.client();
+        c.batch_execute(
+            "CREATE DOMAIN dpos AS int CHECK (VALUE > 0);
+             CREATE FUNCTION to_dpos(int) RETURNS dpos IMMUTABLE LANGUAGE sql AS 'SELECT $1::dpos';
+             CREATE TABLE t (id int PRIMARY KEY, status text, sent_at timestamptz,
+                             CONSTRAINT known CHECK (status IN ('sent', 'new')));
+             INSERT INTO t VALUES (1, 'sent', NULL);
+             SELECT invariants.require_not_null('t', 'sent_at', 'status', ARRAY['sent'],
+                                                repair => '{\"set\": {\"status\": \"bogus\"}}');",
+        )
+        .unwrap();
+        // Raised while the query is planned (constant folding of the
+        // inlined SQL function).
+        c.batch_execute(
+            "CREATE FUNCTION pg_temp.fields(q text) RETURNS text LANGUAGE plpgsql AS $$
+             DECLARE k text; d text; x text; BEGIN EXECUTE q; RETURN 'no error';
+             EXCEPTION WHEN OTHERS THEN
+               GET STACKED DIAGNOSTICS k = CONSTRAINT_NAME, d = PG_DATATYPE_NAME, x = PG_EXCEPTION_CONTEXT;
+               RETURN k || '/' || d || '/' || (x LIKE '%SQL function \"to_dpos\"%')::text;
+             END $$",
+        )
+        .unwrap();
+        let fields: String = c
+            .query_one("SELECT pg_temp.fields('SELECT to_dpos(-1)')", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(fields, "dpos_check/dpos/true", "{}", db.name);
+        // An error pgrx raises again (a statement the extension runs) carries
+        // no Rust backtrace, whatever RUST_BACKTRACE holds (scripts/test
+        // starts the clusters with RUST_BACKTRACE=1).
+        let error = c.query("SELECT * FROM invariants.repair('t')", &[]).unwrap_err();
+        let error = error.as_db_error().expect("a server error");
+        assert_eq!(error.constraint(), Some("known"));
+        let text = format!("{:?} {:?} {:?}", error.detail(), error.hint(), error.where_());
+        assert!(
+            !text.contains("backtrace") && !text.contains("rust_begin_unwind"),
+            "{text}"
+        );
+    }
+}

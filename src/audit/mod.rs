@@ -12,19 +12,17 @@ pub mod restore;
 mod tests;
 
 use pgrx::pg_sys::Oid;
-use pgrx::prelude::*;
 
-use crate::catalog::{self_and_ancestors, spi_row};
+use crate::catalog::self_and_ancestors;
 
 /// The truncate capture limit that applies to `relid` (set on it or on the
 /// partitioned table above it), or None when it is not audited.
 pub fn truncate_capture_limit(relid: Oid) -> Option<i64> {
     for oid in self_and_ancestors(relid) {
-        let limit = spi_row(Spi::get_one_with_args::<i64>(
+        let limit = crate::sql::one::<i64>(
             "SELECT truncate_capture_limit FROM invariants.audited_tables WHERE tbl = $1::oid::regclass",
             &[oid.into()],
-        ))
-        .flatten();
+        );
         if limit.is_some() {
             return limit;
         }

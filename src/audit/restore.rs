@@ -77,7 +77,8 @@ struct Gone {
     captures: Vec<i64>,
 }
 
-type RestoreRow = (Option<Regclass>, String, i64, i64, Option<String>);
+/// tbl, restored, skipped, table_name, problem.
+type RestoreRow = (Option<Regclass>, i64, i64, String, Option<String>);
 
 #[pg_extern(schema = "invariants")]
 #[allow(clippy::type_complexity)]
@@ -89,9 +90,9 @@ fn restore(
     'static,
     (
         name!(tbl, Option<Regclass>),
-        name!(table_name, String),
         name!(restored, i64),
         name!(skipped, i64),
+        name!(table_name, String),
         name!(problem, Option<String>),
     ),
 > {
@@ -113,9 +114,9 @@ fn restore(
                 let entries = entry_count(&g.captures);
                 (
                     None,
-                    g.name.clone(),
                     0,
                     entries,
+                    g.name.clone(),
                     Some(format!(
                         "table {} no longer exists: create it again (same name and columns), then call invariants.restore(tbl => '{}', ...)",
                         g.name, g.name
@@ -176,9 +177,9 @@ fn restore_table(pending: &Pending) -> RestoreRow {
     }
     (
         Some(Regclass(table.oid)),
-        table.display(),
         restored,
         skipped,
+        table.display(),
         (!problems.is_empty()).then(|| problems.join("; ")),
     )
 }
@@ -211,11 +212,11 @@ fn claim(captures: &[i64]) -> Vec<i64> {
 /// How many entries the captures hold.
 fn entry_count(captures: &[i64]) -> i64 {
     as_extension_owner(|| {
-        spi(Spi::get_one_with_args::<i64>(
+        crate::sql::one::<i64>(
             "SELECT coalesce(sum(pg_catalog.jsonb_array_length(images)), 0)::pg_catalog.int8
                FROM invariants.audit_rows WHERE capture = ANY ($1)",
             &[captures.to_vec().into()],
-        ))
+        )
     })
     .unwrap_or(0)
 }
@@ -420,11 +421,11 @@ fn column_settings(relid: Oid) -> Vec<(String, bool)> {
 
 /// The identity columns of `relid` (GENERATED ALWAYS AS IDENTITY).
 fn identity_columns(relid: Oid) -> Vec<String> {
-    spi(Spi::get_one_with_args::<Vec<String>>(
+    crate::sql::one::<Vec<String>>(
         "SELECT coalesce(array_agg(attname::text), '{}') FROM pg_catalog.pg_attribute
           WHERE attrelid = $1 AND attidentity = 'a' AND NOT attisdropped",
         &[relid.into()],
-    ))
+    )
     .unwrap_or_default()
 }
 
@@ -511,11 +512,11 @@ fn pending_captures(
 fn order_parents_first(mut pending: Vec<Pending>) -> Vec<Pending> {
     let lineage: Vec<Vec<Oid>> = pending.iter().map(|p| self_and_ancestors(p.table.oid)).collect();
     let references = |child: usize, parent: usize| -> bool {
-        spi(Spi::get_one_with_args::<bool>(
+        crate::sql::one::<bool>(
             "SELECT EXISTS (SELECT FROM pg_catalog.pg_constraint
                              WHERE contype = 'f' AND conrelid = ANY ($1) AND confrelid = ANY ($2))",
             &[lineage[child].clone().into(), lineage[parent].clone().into()],
-        )) == Some(true)
+        ) == Some(true)
     };
     let n = pending.len();
     let mut placed = vec![false; n];

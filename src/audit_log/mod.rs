@@ -292,10 +292,7 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
                 "argument older_than must not be NULL",
             );
         };
-        let negative = spi(Spi::get_one_with_args::<bool>(
-            "SELECT $1 < interval '0'",
-            &[older_than.into()],
-        ));
+        let negative = crate::sql::one::<bool>("SELECT $1 < interval '0'", &[older_than.into()]);
         if negative == Some(true) {
             InvariantError::new(
                 Code::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -317,10 +314,10 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
             ))
             .unwrap_or(0)
         });
-        let what = spi(Spi::get_one_with_args::<JsonB>(
+        let what = crate::sql::one::<JsonB>(
             "SELECT jsonb_build_object('older_than', $1::text, 'before', now() - $1, 'removed', $2)",
             &[older_than.into(), removed.into()],
-        ));
+        );
         let log = crate::catalog::oid_of("invariants.audit_log").and_then(Table::lookup);
         if let (Some(log), Some(what)) = (log, what) {
             record_rows("PRUNE", &log, vec![what]);

@@ -9,11 +9,10 @@
 //! holding more rows than its capture limit refuses), and an allowed
 //! TRUNCATE of a table that is not audited is recorded as a `DROP` entry.
 use pgrx::pg_sys::{self, Datum};
-use pgrx::prelude::*;
 
 use crate::audit::truncate_capture_limit;
 use crate::audit_log::{capture, record_event, RowFlags};
-use crate::catalog::{spi, Table};
+use crate::catalog::Table;
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 use crate::registry::{self, Level, Timing, Trigger};
@@ -100,10 +99,7 @@ fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
     let Some(limit) = truncate_capture_limit(relid) else {
         // Let through by the owner's switch without a copy: recorded.
         let rows = as_table_owner(relid, || {
-            spi(Spi::get_one::<i64>(&format!(
-                "SELECT count(*) FROM ONLY {}",
-                table.qualified()
-            )))
+            crate::sql::one::<i64>(&format!("SELECT count(*) FROM ONLY {}", table.qualified()), &[])
         })
         .unwrap_or(0);
         record_event(
@@ -118,7 +114,7 @@ fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
         table.qualified(),
         limit.saturating_add(1)
     );
-    let rows = as_table_owner(relid, || spi(Spi::get_one::<i64>(&count_sql))).unwrap_or(0);
+    let rows = as_table_owner(relid, || crate::sql::one::<i64>(&count_sql, &[])).unwrap_or(0);
     if rows > limit {
         return Err(InvariantError::new(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,

@@ -29,7 +29,7 @@ use pgrx::PgList;
 
 use super::{protected_limit, switch_allows};
 use crate::audit_log::record_event;
-use crate::catalog::{self, spi, spi_row, Table};
+use crate::catalog::{self, spi, Table};
 use crate::errors::{Code, InvariantError};
 use crate::guc::ALLOW_DROP;
 use crate::privilege::{as_extension_owner, pinned};
@@ -114,10 +114,11 @@ fn event_data<'a>(fcinfo: pg_sys::FunctionCallInfo) -> Result<&'a pg_sys::EventT
 /// True when the extension is being dropped (or is not installed in this
 /// database any more): nothing is left to guard.
 fn extension_gone() -> bool {
-    spi(Spi::get_one::<bool>(
+    crate::sql::one::<bool>(
         "SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants')
              OR pg_catalog.to_regclass('invariants.protected_tables') IS NULL",
-    )) == Some(true)
+        &[],
+    ) == Some(true)
 }
 
 /// A table whose rows no DDL may take without the owner's switch: audited,
@@ -154,7 +155,7 @@ fn refuse_unless_allowed(what: &str, table: &Table, why: &str) -> Result<(), Inv
 }
 
 fn current_statement() -> String {
-    spi(Spi::get_one::<String>("SELECT pg_catalog.current_query()")).unwrap_or_default()
+    crate::sql::one::<String>("SELECT pg_catalog.current_query()", &[]).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- start
@@ -163,7 +164,10 @@ fn guard_ddl_start_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invar
     let event = event_data(fcinfo)?;
     let tree = event.parsetree;
     JOINING.with(|j| j.borrow_mut().push(!tree.is_null() && joins_hierarchy(tree)));
-    if tree.is_null() {
+    PROTECTED_BEFORE_DROP.with(|p| p.borrow_mut().clear());
+    // Nothing declared anywhere: nothing to guard, and none of the
+    // extension's tables is read.
+    if tree.is_null() || !pinned(registry::any_in_database) {
         return Ok(Datum::from(0));
     }
     // SAFETY: a parse tree node, read by its tag.
@@ -222,9 +226,10 @@ fn note_protected_tables() -> Result<(), InvariantError> {
     let protected: Vec<Oid> = if extension_gone() {
         Vec::new()
     } else {
-        let roots = spi(Spi::get_one::<Vec<Oid>>(
+        let roots = crate::sql::one::<Vec<Oid>>(
             "SELECT array_agg(tbl::pg_catalog.oid) FROM invariants.protected_tables",
-        ))
+            &[],
+        )
         .unwrap_or_default();
         roots.into_iter().flat_map(catalog::self_and_descendants).collect()
     };
@@ -359,12 +364,11 @@ fn dropped_objects() -> Vec<Dropped> {
 
 fn table_named(address: &[String]) -> Option<Table> {
     let (schema, name) = (address.first()?, address.get(1)?);
-    let oid = spi_row(Spi::get_one_with_args::<Oid>(
+    let oid = crate::sql::one::<Oid>(
         "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = $1 AND c.relname = $2",
         &[schema.as_str().into(), name.as_str().into()],
-    ))
-    .flatten()?;
+    )?;
     Table::lookup(oid)
 }
 
@@ -389,12 +393,23 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
     {
         return Ok(());
     }
+    // The tables that had triggers of the extension's: only their settings
+    // are read (and forgotten), so that other DDL touches none of the
+    // extension's tables.
+    let had_ours: Vec<(&String, &String)> = dropped
+        .iter()
+        .filter(|d| d.object_type == "trigger" && d.address.get(2).is_some_and(|t| t.starts_with("invariants_")))
+        .filter_map(|d| Some((d.address.first()?, d.address.get(1)?)))
+        .collect();
     let mut forget: Vec<Oid> = Vec::new();
     for d in &dropped {
         match d.object_type.as_str() {
             "table" => {
-                forget.push(d.objid);
-                if !protected_before.contains(&d.objid) && protected_limit(d.objid).is_none() {
+                let had = matches!((d.address.first(), d.address.get(1)), (Some(schema), Some(name)) if had_ours.contains(&(schema, name)));
+                if had {
+                    forget.push(d.objid);
+                }
+                if !protected_before.contains(&d.objid) && !(had && protected_limit(d.objid).is_some()) {
                     continue;
                 }
                 let gone = Table {
@@ -428,7 +443,7 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
             }
             "table column" | "default value" => {
                 let Some(table) = table_named(&d.address) else { continue };
-                if protected_limit(table.oid).is_none() {
+                if !registry::any_on(&catalog::self_and_ancestors(table.oid)) || protected_limit(table.oid).is_none() {
                     continue;
                 }
                 let what = if d.object_type == "table column" {
@@ -443,8 +458,10 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
                 )?;
             }
             "trigger" => {
+                let Some(trigger) = d.address.get(2).filter(|t| t.starts_with("invariants_")) else {
+                    continue;
+                };
                 let Some(table) = table_named(&d.address) else { continue };
-                let Some(trigger) = d.address.get(2) else { continue };
                 let ours = registry::required(table.oid).iter().any(|r| &r.trigger.name == trigger);
                 if ours && !drop_trigger {
                     LOST_TRIGGERS.with(|l| l.borrow_mut().push(table.oid));
@@ -534,7 +551,7 @@ fn renamed_column(statement: &pg_sys::RenameStmt) -> Option<(Oid, String, String
 /// A column renamed: the rules and settings that name it follow, so that a
 /// rename changes nothing (tables are kept by OID already).
 fn follow_rename(relid: Oid, old: &str, new: &str) {
-    if extension_gone() {
+    if extension_gone() || !registry::any_on(&catalog::self_and_ancestors(relid)) {
         return;
     }
     crate::rules::follow_column_rename(relid, old, new);
@@ -547,7 +564,7 @@ fn follow_rename(relid: Oid, old: &str, new: &str) {
 /// The tables a command created or changed (a trigger's table for trigger
 /// commands), with every table below them.
 fn touched_tables() -> Vec<Oid> {
-    let touched = spi(Spi::get_one::<Vec<Oid>>(
+    let touched = crate::sql::one::<Vec<Oid>>(
         "SELECT array_agg(DISTINCT r) FROM (
              SELECT c.objid AS r FROM pg_catalog.pg_event_trigger_ddl_commands() c
               WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.objsubid = 0
@@ -556,7 +573,8 @@ fn touched_tables() -> Vec<Oid> {
                JOIN pg_catalog.pg_trigger t ON t.oid = c.objid
               WHERE c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass) s
           WHERE EXISTS (SELECT FROM pg_catalog.pg_class k WHERE k.oid = s.r AND k.relkind IN ('r', 'p', 'f'))",
-    ))
+        &[],
+    )
     .unwrap_or_default();
     let mut all: Vec<Oid> = touched.into_iter().flat_map(catalog::self_and_descendants).collect();
     all.sort_by_key(|o| o.to_u32());
@@ -580,6 +598,11 @@ fn guard_alter_event() -> Result<(), InvariantError> {
         }
     }
     for relid in touched_tables() {
+        // A table with no declaration above or on it has nothing to check,
+        // and none of the extension's tables is read for it.
+        if !registry::any_on(&catalog::self_and_ancestors(relid)) {
+            continue;
+        }
         let Some(table) = Table::lookup(relid) else { continue };
         // A partition or child just created or attached: give it its triggers.
         if joining && registry::fresh(relid) {
@@ -608,8 +631,8 @@ fn guard_alter_event() -> Result<(), InvariantError> {
 }
 
 fn unlogged(relid: Oid) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
+    crate::sql::one::<bool>(
         "SELECT relpersistence = 'u' FROM pg_catalog.pg_class WHERE oid = $1",
         &[relid.into()],
-    )) == Some(true)
+    ) == Some(true)
 }

@@ -249,10 +249,10 @@ fn unlogged_guarded_tables() -> Vec<Finding> {
         .into_iter()
         .filter(|relid| !crate::guards::before_truncate::triggers(*relid, &[]).is_empty())
         .filter_map(|relid| {
-            let unlogged = spi(Spi::get_one_with_args::<bool>(
+            let unlogged = crate::sql::one::<bool>(
                 "SELECT relpersistence = 'u' FROM pg_catalog.pg_class WHERE oid = $1",
                 &[relid.into()],
-            )) == Some(true);
+            ) == Some(true);
             let table = Table::lookup(relid)?;
             unlogged.then(|| {
                 (

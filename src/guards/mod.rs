@@ -21,9 +21,8 @@ pub mod reinstall;
 mod tests;
 
 use pgrx::pg_sys::Oid;
-use pgrx::prelude::*;
 
-use crate::catalog::{self_and_ancestors, spi, spi_row, Table};
+use crate::catalog::{self_and_ancestors, Table};
 use crate::errors::{Code, InvariantError};
 
 /// The max_delete_rows of the protected table `relid` belongs to (itself or
@@ -36,21 +35,20 @@ pub fn protected_limit(relid: Oid) -> Option<i64> {
 /// above it) and its max_delete_rows.
 pub fn protected_table(relid: Oid) -> Option<(Oid, i64)> {
     self_and_ancestors(relid).into_iter().find_map(|oid| {
-        spi_row(Spi::get_one_with_args::<i64>(
+        crate::sql::one::<i64>(
             "SELECT max_delete_rows FROM invariants.protected_tables WHERE tbl = $1::oid::regclass",
             &[oid.into()],
-        ))
-        .flatten()
+        )
         .map(|limit| (oid, limit))
     })
 }
 
 /// True when the current user owns `table` (or belongs to its owning role).
 pub fn is_owner(table: &Table) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
+    crate::sql::one::<bool>(
         "SELECT pg_catalog.pg_has_role(relowner, 'USAGE') FROM pg_catalog.pg_class WHERE oid = $1",
         &[table.oid.into()],
-    )) == Some(true)
+    ) == Some(true)
 }
 
 /// Whether switch `setting` (already known to be on) unlocks `table`: only

@@ -27,10 +27,10 @@ fn protect(tbl: Option<Regclass>, max_delete_rows: default!(Option<i64>, "1000")
         };
         // Audit first (keeping an existing capture limit): the guards ride on
         // its triggers.
-        let audited = spi(Spi::get_one_with_args::<bool>(
+        let audited = crate::sql::one::<bool>(
             "SELECT EXISTS (SELECT FROM invariants.audited_tables WHERE tbl = $1)",
             &[Regclass(table.oid).into()],
-        )) == Some(true);
+        ) == Some(true);
         let enable = if audited {
             "SELECT invariants.enable_audit($1, (SELECT truncate_capture_limit FROM invariants.audited_tables WHERE tbl = $1))"
         } else {

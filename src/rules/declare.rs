@@ -288,10 +288,10 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
     if name.is_empty() {
         fail(Code::ERRCODE_INVALID_PARAMETER_VALUE, "argument name must not be empty");
     }
-    let is_partition = spi(Spi::get_one_with_args::<bool>(
+    let is_partition = crate::sql::one::<bool>(
         "SELECT relispartition FROM pg_catalog.pg_class WHERE oid = $1",
         &[table.oid.into()],
-    ));
+    );
     if is_partition == Some(true) {
         InvariantError::new(
             Code::ERRCODE_WRONG_OBJECT_TYPE,
@@ -300,10 +300,10 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
         .hint("Declare rules on the partitioned table; they hold in every partition, present and future.")
         .raise();
     }
-    let exists = spi(Spi::get_one_with_args::<bool>(
+    let exists = crate::sql::one::<bool>(
         "SELECT EXISTS (SELECT FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2)",
         &[Regclass(table.oid).into(), name.into()],
-    ));
+    );
     if exists == Some(true) {
         InvariantError::new(
             Code::ERRCODE_DUPLICATE_OBJECT,

@@ -98,9 +98,7 @@ fn count_repairable(d: &Detectable) -> (i64, Vec<String>) {
         d.predicate(&mut params).unwrap_or_else(|| "false".into())
     );
     let args = params.args();
-    let (count, groups) = as_table_owner(d.table.oid, || {
-        spi(Spi::get_two_with_args::<i64, Vec<String>>(&sql, &args))
-    });
+    let (count, groups) = as_table_owner(d.table.oid, || crate::sql::two::<i64, Vec<String>>(&sql, &args));
     (count.unwrap_or(0), groups.unwrap_or_default())
 }
 
@@ -173,9 +171,10 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
 const JOB_NAME: &str = "pg_invariants_repair";
 
 fn require_pg_cron() {
-    let installed = spi(Spi::get_one::<bool>(
+    let installed = crate::sql::one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')",
-    ));
+        &[],
+    );
     if installed != Some(true) {
         InvariantError::new(Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "pg_cron is not installed in this database")
             .detail("invariants.schedule_repair registers invariants.repair() as a pg_cron job.")
@@ -242,10 +241,10 @@ fn schedule_repair(every: default!(Option<&str>, "'* * * * *'")) -> i64 {
 fn unschedule_repair() -> bool {
     pinned(|| {
         require_pg_cron();
-        let exists = spi(Spi::get_one_with_args::<bool>(
+        let exists = crate::sql::one::<bool>(
             "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = $1 AND username = current_user)",
             &[JOB_NAME.into()],
-        ));
+        );
         if exists != Some(true) {
             return false;
         }

@@ -17,9 +17,7 @@ use pgrx::prelude::*;
 
 use super::declare::{declare, required};
 use super::spec::{RequireCount, RuleSpec};
-use crate::catalog::{
-    self, column_arg, first_row, quote_ident, quote_literal, spi, spi_row, table_arg, Regclass, Table, Value,
-};
+use crate::catalog::{self, column_arg, first_row, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 use crate::registry::{self, Level, Timing, Trigger};
@@ -306,7 +304,7 @@ struct CountRules(Vec<CompiledCount>);
 /// (parent type on the left): the foreign key's own, or, without one, each
 /// column type's equality. None when a pair has none.
 fn key_operators(parent: &Table, spec: &RequireCount, child: &Table) -> Option<Vec<Oid>> {
-    let from_foreign_key = spi_row(Spi::get_one_with_args::<Vec<Oid>>(
+    let from_foreign_key = crate::sql::one::<Vec<Oid>>(
         "SELECT ARRAY(SELECT c.conpfeqop[i] FROM generate_subscripts(c.conkey, 1) i
                        JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[i]
                       ORDER BY array_position($3::text[], a.attname::text))
@@ -317,8 +315,7 @@ fn key_operators(parent: &Table, spec: &RequireCount, child: &Table) -> Option<V
                 = (SELECT array_agg(x ORDER BY x) FROM unnest($3::text[]) x)
           LIMIT 1",
         &[child.oid.into(), parent.oid.into(), spec.fk_columns.clone().into()],
-    ))
-    .flatten();
+    );
     if let Some(operators) = from_foreign_key.filter(|ops| ops.len() == spec.fk_columns.len()) {
         return Some(operators);
     }
@@ -693,6 +690,12 @@ fn key_image(key: &[Value]) -> Vec<u8> {
     image
 }
 
+/// True when the transaction touched a counted parent: COMMIT has checks
+/// to run.
+pub fn anything_touched() -> bool {
+    TOUCHED.with(|t| !t.borrow().is_empty())
+}
+
 pub fn forget_all() {
     TOUCHED.with(|t| t.borrow_mut().clear());
     SEEN.with(|seen| seen.borrow_mut().clear());
@@ -783,10 +786,7 @@ fn check(count: &CompiledCount, key: &[Value]) -> Result<(), InvariantError> {
     let Some(claimed) = claim.first() else {
         return Ok(()); // the parent is gone
     };
-    let actual = as_table_owner(count.child.oid, || {
-        spi(Spi::get_one_with_args::<i64>(&count.actual_sql, &args))
-    })
-    .unwrap_or(0);
+    let actual = as_table_owner(count.child.oid, || crate::sql::one::<i64>(&count.actual_sql, &args)).unwrap_or(0);
     let claimed = claimed.datum.map(|d| d.value() as i64);
     if claimed == Some(actual) {
         return Ok(());

@@ -12,7 +12,7 @@ use pgrx::{AnyNumeric, FromDatum, JsonB};
 use super::require_count::{count_check, CountCheck};
 use super::spec::{Params, RuleSpec};
 use super::Rule;
-use crate::catalog::{self, quote_ident, quote_literal, spi, spi_row, Column, Regclass, Table, Value};
+use crate::catalog::{self, quote_ident, quote_literal, spi, Column, Regclass, Table, Value};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 
@@ -108,11 +108,10 @@ pub fn detectable(tables: Option<&[Oid]>) -> (Vec<Detectable>, Vec<Broken>) {
 /// SELECT on it, and row-level security must not hide rows from it
 /// (detection reads every row, as the table's owner).
 pub fn readable(table: &Table) -> Result<(), InvariantError> {
-    let (select, hidden) = spi_row(Spi::get_two_with_args::<bool, bool>(
+    let (select, hidden) = crate::sql::two::<bool, bool>(
         "SELECT pg_catalog.has_table_privilege($1, 'SELECT'), pg_catalog.row_security_active($1)",
         &[table.oid.into()],
-    ))
-    .unwrap_or((None, None));
+    );
     if select != Some(true) {
         return Err(InvariantError::new(
             Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -198,8 +197,8 @@ pub fn count(detectable: &[Detectable]) -> Vec<TableCounts> {
                     table.qualified()
                 );
                 let args = params.args();
-                let numbers = as_table_owner(table.oid, || spi(Spi::get_one_with_args::<Vec<i64>>(&sql, &args)))
-                    .unwrap_or_default();
+                let numbers =
+                    as_table_owner(table.oid, || crate::sql::one::<Vec<i64>>(&sql, &args)).unwrap_or_default();
                 let at = |i: usize| numbers.get(i).copied().unwrap_or(0);
                 counts.total = at(0);
                 counts.violating_any = at(1);
@@ -476,11 +475,10 @@ pub fn key_expression(table: &Table) -> String {
 
 /// Raises the error for a rule that does not exist or cannot be detected.
 pub fn rule_not_detectable(table: &Table, rule: &str) -> ! {
-    let kind = spi_row(Spi::get_one_with_args::<String>(
+    let kind = crate::sql::one::<String>(
         "SELECT kind FROM invariants.rule_definitions WHERE tbl = $1 AND name = $2",
         &[Regclass(table.oid).into(), rule.into()],
-    ))
-    .flatten();
+    );
     match kind {
         None => InvariantError::new(
             Code::ERRCODE_UNDEFINED_OBJECT,

@@ -131,10 +131,10 @@ const HIDE_POLICY: &str = "invariants_hide_deleted";
 const ALLOW_POLICY: &str = "invariants_soft_delete_allow";
 
 fn has_policy(table: &Table, name: &str) -> bool {
-    spi(Spi::get_one_with_args::<bool>(
+    crate::sql::one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy WHERE polrelid = $1 AND polname = $2)",
         &[table.oid.into(), name.into()],
-    )) == Some(true)
+    ) == Some(true)
 }
 
 /// Hides soft-deleted rows from every role but the owner (and superusers
@@ -144,14 +144,14 @@ fn has_policy(table: &Table, name: &str) -> bool {
 /// it was; otherwise the restrictive policy narrows the table's own
 /// policies. Returns whether RLS was switched on here.
 fn hide_deleted_rows(table: &Table, column: &str) -> bool {
-    let rls_on = spi(Spi::get_one_with_args::<bool>(
+    let rls_on = crate::sql::one::<bool>(
         "SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
         &[table.oid.into()],
-    )) == Some(true);
-    let previously_added = spi(Spi::get_one_with_args::<bool>(
+    ) == Some(true);
+    let previously_added = crate::sql::one::<bool>(
         "SELECT coalesce((SELECT rls_added FROM invariants.soft_delete_tables WHERE tbl = $1), false)",
         &[Regclass(table.oid).into()],
-    )) == Some(true);
+    ) == Some(true);
     if has_policy(table, HIDE_POLICY) {
         // It names the column: recreate it, in case that changed.
         spi(Spi::run(&format!(
@@ -187,10 +187,10 @@ fn hide_deleted_rows(table: &Table, column: &str) -> bool {
 
 /// Undoes `hide_deleted_rows`; returns false (RLS no longer added here).
 fn unhide_deleted_rows(table: &Table) -> bool {
-    let rls_added = spi(Spi::get_one_with_args::<bool>(
+    let rls_added = crate::sql::one::<bool>(
         "SELECT coalesce((SELECT rls_added FROM invariants.soft_delete_tables WHERE tbl = $1), false)",
         &[Regclass(table.oid).into()],
-    )) == Some(true);
+    ) == Some(true);
     for policy in [HIDE_POLICY, ALLOW_POLICY] {
         if has_policy(table, policy) {
             spi(Spi::run(&format!(
@@ -246,10 +246,10 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
     ];
     // Only partitions move rows (UPDATE of the partition key): elsewhere
     // the soft delete's own UPDATE need not pay for this trigger.
-    let partitioned = spi(Spi::get_one_with_args::<bool>(
+    let partitioned = crate::sql::one::<bool>(
         "SELECT relkind = 'p' OR relispartition FROM pg_catalog.pg_class WHERE oid = $1",
         &[relid.into()],
-    )) == Some(true);
+    ) == Some(true);
     if partitioned {
         triggers.push(trigger(
             UPDATE_TRIGGER,

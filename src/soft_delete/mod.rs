@@ -23,17 +23,16 @@ mod tests;
 use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
-use crate::catalog::{self_and_ancestors, spi_row};
+use crate::catalog::self_and_ancestors;
 
 /// The soft-delete column of `relid` (set on it or on the partitioned table
 /// above it), or None when it is not a soft-delete table.
 pub fn soft_delete_column(relid: Oid) -> Option<String> {
     self_and_ancestors(relid).into_iter().find_map(|oid| {
-        spi_row(Spi::get_one_with_args::<String>(
+        crate::sql::one::<String>(
             "SELECT column_name FROM invariants.soft_delete_tables WHERE tbl = $1::oid::regclass",
             &[oid.into()],
-        ))
-        .flatten()
+        )
     })
 }
 

@@ -21,10 +21,8 @@ use pgrx::PgList;
 
 use super::soft_delete::purging;
 use super::soft_delete_column;
-use crate::catalog::spi;
 use crate::relcache;
 
-static mut PREVIOUS_PLANNER: pg_sys::planner_hook_type = None;
 static mut INSTALLED: bool = false;
 
 /// True when the hook is active in this backend (the library was preloaded).
@@ -33,46 +31,41 @@ pub fn active() -> bool {
     unsafe { INSTALLED }
 }
 
+unsafe extern "C" {
+    /// src/c/planner_hook.c: installs the hook, keeping the previous one.
+    fn pgi_install_planner_hook();
+}
+
 /// Installs the hook when the library is being preloaded; loaded later, in
 /// one session, it would change how DELETE behaves halfway through it.
+///
+/// The hook itself is C (src/c/planner_hook.c): it calls Postgres' planner
+/// (or the previous hook) directly, so that the planner's errors reach the
+/// client untouched, with every field; a Rust hook would have to call it
+/// through pgrx's guard, which raises them again with fewer fields. Only
+/// the rewrite, [`pgi_convert_soft_deletes`], is Rust.
 pub fn install_if_preloading() {
-    // SAFETY: _PG_init runs single-threaded, before any query; the previous
-    // hook is kept and called.
+    // SAFETY: _PG_init runs single-threaded, before any query.
     unsafe {
         if !pg_sys::process_shared_preload_libraries_in_progress {
             return;
         }
-        PREVIOUS_PLANNER = pg_sys::planner_hook;
-        pg_sys::planner_hook = Some(soft_delete_planner);
+        pgi_install_planner_hook();
         INSTALLED = true;
     }
 }
 
+/// Called by the C hook before the query is planned: rewrites the DELETEs
+/// of soft-delete tables; true when the query itself was one (its planned
+/// statement then keeps the DELETE command type).
+///
+/// # Safety
+/// `parse` must be the rewritten query the planner was given.
+#[no_mangle]
 #[pg_guard]
-unsafe extern "C-unwind" fn soft_delete_planner(
-    parse: *mut pg_sys::Query,
-    query_string: *const std::ffi::c_char,
-    cursor_options: std::ffi::c_int,
-    bound_params: pg_sys::ParamListInfo,
-) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: the planner passes a valid query tree, which it may change,
-    // and gets back a valid planned statement.
-    unsafe {
-        let converted = convert_deletes(parse);
-        let planned = match PREVIOUS_PLANNER {
-            // Another extension's hook: called through pgrx's guard, which
-            // turns an ERROR it raises into one this hook passes on.
-            #[allow(ffi_unwind_calls)]
-            Some(previous) => {
-                pg_sys::ffi::pg_guard_ffi_boundary(|| previous(parse, query_string, cursor_options, bound_params))
-            }
-            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
-        };
-        if converted && !planned.is_null() {
-            (*planned).commandType = pg_sys::CmdType::CMD_DELETE;
-        }
-        planned
-    }
+pub unsafe extern "C-unwind" fn pgi_convert_soft_deletes(parse: *mut pg_sys::Query) -> bool {
+    // SAFETY: per the contract.
+    unsafe { convert_deletes(parse) }
 }
 
 /// What the rewrite needs of a soft-delete relation, cached per relation
@@ -89,15 +82,19 @@ struct SoftDeleteTarget {
 
 fn target(relid: Oid) -> std::rc::Rc<Target> {
     relcache::get_or_build(relid, || {
-        let installed = spi(Spi::get_one::<bool>(
-            "SELECT pg_catalog.to_regclass('invariants.soft_delete_tables') IS NOT NULL",
-        )) == Some(true);
-        let column = if installed { soft_delete_column(relid) } else { None };
-        let generated = spi(Spi::get_one_with_args::<Vec<i16>>(
+        // A soft-delete table (or partition) carries the extension's
+        // triggers: for any other, only the catalogs are read.
+        let ours = crate::registry::any_on(&[relid])
+            && crate::sql::one::<bool>(
+                "SELECT pg_catalog.to_regclass('invariants.soft_delete_tables') IS NOT NULL",
+                &[],
+            ) == Some(true);
+        let column = if ours { soft_delete_column(relid) } else { None };
+        let generated = crate::sql::one::<Vec<i16>>(
             "SELECT coalesce(array_agg(attnum), '{}') FROM pg_catalog.pg_attribute
               WHERE attrelid = $1 AND attgenerated = 's' AND NOT attisdropped",
             &[relid.into()],
-        ))
+        )
         .unwrap_or_default();
         Target(column.and_then(|name| {
             crate::catalog::columns(relid)

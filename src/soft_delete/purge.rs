@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use super::soft_delete::while_purging;
 use super::tree::RowSet;
 use super::{cascade_keys, soft_delete_column};
-use crate::catalog::{first_row, quote_ident, spi, table_arg, Regclass};
+use crate::catalog::{first_row, quote_ident, table_arg, Regclass};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::pinned;
 
@@ -22,11 +22,7 @@ fn purge(tbl: Option<Regclass>, older_than: default!(Option<Interval>, "'30 days
                 "argument older_than must not be NULL",
             )
         };
-        if spi(Spi::get_one_with_args::<bool>(
-            "SELECT $1 < interval '0'",
-            &[older_than.into()],
-        )) == Some(true)
-        {
+        if crate::sql::one::<bool>("SELECT $1 < interval '0'", &[older_than.into()]) == Some(true) {
             fail(
                 Code::ERRCODE_INVALID_PARAMETER_VALUE,
                 "argument older_than must not be negative",

@@ -222,9 +222,7 @@ fn missing_parent<'a>(target: &'a Target, row: &Row) -> Option<&'a Table> {
                 .collect();
             // A key with a NULL references nothing.
             key.is_some_and(|key| {
-                as_table_owner(p.parent.oid, || {
-                    spi(Spi::get_one_with_args::<bool>(&p.exists_sql, &key))
-                }) != Some(true)
+                as_table_owner(p.parent.oid, || crate::sql::one::<bool>(&p.exists_sql, &key)) != Some(true)
             })
         })
         .map(|p| &p.parent)
@@ -356,10 +354,10 @@ struct CascadePlan(Vec<CascadeStep>);
 
 fn cascade_plan(relid: Oid) -> std::rc::Rc<CascadePlan> {
     relcache::get_or_build(relid, || {
-        let cascades = spi(Spi::get_one_with_args::<bool>(
+        let cascades = crate::sql::one::<bool>(
             "SELECT bool_or(\"cascade\") FROM invariants.soft_delete_tables WHERE tbl::oid = ANY ($1)",
             &[crate::catalog::self_and_ancestors(relid).into()],
-        ));
+        );
         let Some(parent_column) = soft_delete_column(relid).filter(|_| cascades == Some(true)) else {
             return CascadePlan(Vec::new());
         };

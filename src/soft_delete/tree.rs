@@ -64,7 +64,7 @@ impl RowSet {
             self.condition
         );
         let args = self.arguments();
-        as_table_owner(self.table.oid, || spi(Spi::get_one_with_args::<i64>(&sql, &args))).unwrap_or(0)
+        as_table_owner(self.table.oid, || crate::sql::one::<i64>(&sql, &args)).unwrap_or(0)
     }
 
     /// Runs `DELETE` or `UPDATE ... SET` (`verb`) on the set, as the

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 
 use super::tree::RowSet;
 use super::{cascade_keys, soft_delete_column};
-use crate::catalog::{quote_ident, quote_literal, spi, table_arg, Regclass};
+use crate::catalog::{quote_ident, quote_literal, table_arg, Regclass};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{pinned, with_canonical_formats};
 
@@ -28,10 +28,9 @@ fn undelete(tbl: Option<Regclass>, since: Option<TimestampWithTimeZone>) -> i64 
             )
             .raise();
         };
-        let since_literal =
-            with_canonical_formats(|| spi(Spi::get_one_with_args::<String>("SELECT $1::text", &[since.into()])))
-                .map(|text| format!("{}::pg_catalog.timestamptz", quote_literal(&text)))
-                .unwrap_or_default();
+        let since_literal = with_canonical_formats(|| crate::sql::one::<String>("SELECT $1::text", &[since.into()]))
+            .map(|text| format!("{}::pg_catalog.timestamptz", quote_literal(&text)))
+            .unwrap_or_default();
         let root = RowSet::new(
             &table,
             format!("t.{} >= {since_literal}", quote_ident(&column)),
