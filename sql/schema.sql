@@ -23,7 +23,7 @@ COMMENT ON TABLE invariants.rule_definitions IS
 -- read it through the view invariants.audit_log, one row per entry; behind
 -- it, one row per capture (a statement's rows, or an event) says who did
 -- what and when, and the rows themselves are stored a thousand to a row,
--- as jsonb arrays of values without their column names, compressed.
+-- as Postgres' binary COPY writes tuples, compressed.
 CREATE SEQUENCE invariants.audit_capture_id_seq;
 -- Each batch of up to 1000 entries takes one number and the 999 after it.
 CREATE SEQUENCE invariants.audit_entry_id_seq INCREMENT BY 1000;
@@ -36,9 +36,13 @@ CREATE TABLE invariants.audit_capture (
     tbl              regclass,
     schema_name      text        NOT NULL,
     table_name       text        NOT NULL,
-    -- The names of the values of each row image, in order; NULL when the
-    -- entries are jsonb objects (events, entries written by hand).
+    -- The names of the fields of each row image, in order; NULL when each
+    -- entry is one jsonb value (events, entries written by hand).
     columns          text[],
+    -- Their types, and how each is written: b (the type's binary send
+    -- function) or t (its text form: the type has no binary one).
+    types            oid[]       NOT NULL,
+    formats          text        NOT NULL,
     db_user          text        NOT NULL,
     "session_user"   text        NOT NULL,
     application_name text,
@@ -55,12 +59,11 @@ CREATE TABLE invariants.audit_rows (
     capture  bigint  NOT NULL,
     -- The id of the batch's first entry; the n-th is first_id + n - 1.
     first_id bigint  NOT NULL,
-    -- One element per entry: an array of values in the capture's column
-    -- order, as to_jsonb writes them (or an object, without columns).
-    images   jsonb   NOT NULL,
-    -- Values jsonb cannot carry exactly (-0, array bounds, json text), in
-    -- their text form: {"<position from 0>": {"<column>": "<text>"}}.
-    exact    jsonb,
+    -- How many entries the batch holds.
+    entries  integer NOT NULL,
+    -- The entries, one binary COPY tuple each (a field count, then each
+    -- field's length and bytes), one after the other.
+    images   bytea   NOT NULL,
     -- Positions (from 0) of entries a cascade removed: one level deeper.
     cascaded integer[]
 );
@@ -69,7 +72,6 @@ DO $$
 BEGIN
     -- Much faster than the default where the server has it.
     ALTER TABLE invariants.audit_rows ALTER COLUMN images SET COMPRESSION lz4;
-    ALTER TABLE invariants.audit_rows ALTER COLUMN exact SET COMPRESSION lz4;
 EXCEPTION WHEN feature_not_supported THEN NULL;
 END $$;
 -- Captures a restore has used, each once: what keeps two concurrent

@@ -440,6 +440,16 @@ impl Value {
 /// The values of the first row `sql` returns (empty when it returns none),
 /// with their types. The query is run read-write, as any other.
 pub fn first_row(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Value> {
+    first_row_with(sql, args, false)
+}
+
+/// [`first_row`], read with the active snapshot as it is (no new one):
+/// queries run inside [`crate::sql::in_one_snapshot`] see one state.
+pub fn first_row_in_snapshot(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Value> {
+    first_row_with(sql, args, true)
+}
+
+fn first_row_with(sql: &str, args: &[pgrx::datum::DatumWithOid], read_only: bool) -> Vec<Value> {
     let query = std::ffi::CString::new(sql).unwrap_or_default();
     let (mut types, mut values, nulls) = raw_args(args);
     Spi::connect(|_client| {
@@ -454,9 +464,10 @@ pub fn first_row(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<Value> {
                 types.as_mut_ptr(),
                 values.as_mut_ptr(),
                 nulls.as_ptr(),
-                false,
+                read_only,
                 1,
             );
+
             let table = pg_sys::SPI_tuptable;
             if status < 0 || table.is_null() || pg_sys::SPI_processed == 0 {
                 return Vec::new();

@@ -85,9 +85,18 @@ pub fn with_canonical_formats<R>(f: impl FnOnce() -> R) -> R {
     level.set(c"extra_float_digits", c"3");
     level.set(c"lc_monetary", c"C");
     level.set(c"bytea_output", c"hex");
+    // Binary images carry text in the database's encoding: no conversion
+    // on the way out (send functions) or in (receive functions).
+    level.set(c"client_encoding", database_encoding());
     let result = f();
     drop(level);
     result
+}
+
+/// The name of the database's encoding.
+fn database_encoding() -> &'static std::ffi::CStr {
+    // SAFETY: Postgres returns a pointer to a constant name.
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::GetDatabaseEncodingName()) }
 }
 
 /// The user id and security context in effect, put back when dropped (on
@@ -180,6 +189,14 @@ fn extension_owner() -> Oid {
             "extension pg_invariants is not installed in this database",
         )
     })
+}
+
+/// Runs `f`, which reads the extension's own tables and names no user
+/// object, as the extension's owner, changing nothing else (no command
+/// counter increment: safe inside a statement that is running, such as a
+/// COPY).
+pub fn reading_as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    as_role(extension_owner(), 0, f)
 }
 
 /// Runs `f`, which writes the extension's own tables and names no user

@@ -64,3 +64,34 @@ fn first<T>(result: Result<T, SpiError>) -> Option<T> {
         other => Some(spi(other)),
     }
 }
+
+/// Runs `f` with one snapshot, taken now and after this transaction's own
+/// changes, that the reads of [`one_in_snapshot`] (and
+/// `catalog::first_row_in_snapshot`) inside all see: two tables read as
+/// one state of the database, however many queries.
+pub fn in_one_snapshot<R>(f: impl FnOnce() -> R) -> R {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            // SAFETY: pops the snapshot pushed below.
+            unsafe { pgrx::pg_sys::PopActiveSnapshot() };
+        }
+    }
+    // SAFETY: makes the transaction's own changes visible, then pushes a
+    // snapshot (a new one at READ COMMITTED, the transaction's above),
+    // popped by the guard on every path.
+    unsafe {
+        pgrx::pg_sys::CommandCounterIncrement();
+        pgrx::pg_sys::PushActiveSnapshot(pgrx::pg_sys::GetTransactionSnapshot());
+    }
+    let _pop = Pop;
+    f()
+}
+
+/// The first column of the first row of `query`, read with the active
+/// snapshot (see [`in_one_snapshot`]).
+pub fn one_in_snapshot<T: FromDatum>(query: &str, args: &[DatumWithOid]) -> Option<T> {
+    let value = crate::catalog::first_row_in_snapshot(query, args).into_iter().next()?;
+    // SAFETY: a value of its own type, copied out of SPI's memory.
+    unsafe { T::from_polymorphic_datum(value.datum?, false, value.type_oid) }
+}

@@ -2,6 +2,7 @@
 //! waiting to be soft-deleted, parents waiting for their count check) is
 //! dropped here when a subtransaction aborts and when the transaction ends;
 //! count checks run here as the transaction commits.
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, SubTransactionId};
 
 #[pgrx::pg_guard]
@@ -61,6 +62,25 @@ pub fn register_callbacks() {
 /// does: an ERROR inside rolls back what `f` did and comes back as `Err`
 /// with its message, and the caller carries on.
 pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    try_in_subtransaction(f).map_err(|error| match error {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
+    })
+}
+
+/// The SQLSTATE of a caught error.
+pub fn sqlstate_of(error: &CaughtError) -> pgrx::PgSqlErrorCode {
+    match error {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic { ereport: report, .. } => report.sql_error_code(),
+    }
+}
+
+/// [`in_subtransaction`], giving back the error itself (to look at its
+/// SQLSTATE, or raise it again with `rethrow`).
+pub fn try_in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, CaughtError> {
     // SAFETY: the memory context and resource owner current here are put
     // back on both paths, as PL/pgSQL does around BeginInternalSubTransaction.
     let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
@@ -83,11 +103,7 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
         // SAFETY: undoes the subtransaction begun above, and its error.
         unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
         restore();
-        Err(match error {
-            pgrx::pg_sys::panic::CaughtError::PostgresError(report)
-            | pgrx::pg_sys::panic::CaughtError::ErrorReport(report)
-            | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: report, .. } => report.message().to_string(),
-        })
+        Err(error)
     })
     .execute()
 }

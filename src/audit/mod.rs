@@ -3,9 +3,10 @@
 //!
 //! - `enable_audit.rs`: `enable_audit`, `disable_audit` and the triggers they install;
 //! - `audit_delete.rs`: the statement-level AFTER DELETE trigger (transition table);
-//! - `restore.rs`: `restore()`.
+//! - `restore.rs`: `restore()`; `put_back.rs`: how one capture's rows go back.
 pub mod audit_delete;
 pub mod enable_audit;
+mod put_back;
 pub mod restore;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -18,10 +18,11 @@ use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum};
 
+use super::put_back::{put_back, Capture};
 use crate::audit_log::record_event;
-use crate::catalog::{self, quote_ident, self_and_ancestors, spi, table_arg, Regclass, Table};
+use crate::catalog::{self, self_and_ancestors, spi, table_arg, Regclass, Table};
 use crate::errors::{Code, InvariantError};
-use crate::privilege::{as_extension_owner, as_table_owner, pinned, with_canonical_formats};
+use crate::privilege::{as_extension_owner, pinned};
 
 /// An `xid8` argument.
 #[derive(Debug, Clone, Copy)]
@@ -55,14 +56,6 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Xid8 {
         // SAFETY: as above; NULL becomes Nullable::Null.
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
-}
-
-/// A capture to restore, read from the log.
-struct Capture {
-    id: i64,
-    op: String,
-    /// The names of each image's values; None for jsonb objects.
-    columns: Option<Vec<String>>,
 }
 
 /// What one table gets back.
@@ -150,26 +143,17 @@ fn restore_table(pending: &Pending) -> RestoreRow {
     let removed = pending
         .captures
         .iter()
-        .filter(|c| claimed.contains(&c.id) && !changes(c));
+        .filter(|c| claimed.contains(&c.id) && !c.changes());
     let changed = pending
         .captures
         .iter()
         .rev()
-        .filter(|c| claimed.contains(&c.id) && changes(c));
+        .filter(|c| claimed.contains(&c.id) && c.changes());
     for capture in removed.chain(changed) {
-        let plan = match Plan::new(table, capture) {
-            Ok(plan) => plan,
-            Err(problem) => {
-                skipped += entry_count(&[capture.id]);
-                problems.push(problem);
-                continue;
-            }
-        };
-        for_each_batch(capture.id, |batch| {
-            let (r, s) = plan.apply(batch);
-            restored += r;
-            skipped += s;
-        });
+        let outcome = put_back(table, capture);
+        restored += outcome.restored;
+        skipped += outcome.skipped;
+        problems.extend(outcome.problem);
     }
     let summary = serde_json::json!({"captures": claimed, "restored": restored, "skipped": skipped});
     if !claimed.is_empty() {
@@ -182,11 +166,6 @@ fn restore_table(pending: &Pending) -> RestoreRow {
         table.display(),
         (!problems.is_empty()).then(|| problems.join("; ")),
     )
-}
-
-/// Captures whose entries are changed rows, put back in place.
-fn changes(capture: &Capture) -> bool {
-    capture.op == "REPAIR" || capture.op == "UPDATE"
 }
 
 /// Claims the captures for this transaction's restore; returns those it
@@ -213,194 +192,16 @@ fn claim(captures: &[i64]) -> Vec<i64> {
 fn entry_count(captures: &[i64]) -> i64 {
     as_extension_owner(|| {
         crate::sql::one::<i64>(
-            "SELECT coalesce(sum(pg_catalog.jsonb_array_length(images)), 0)::pg_catalog.int8
-               FROM invariants.audit_rows WHERE capture = ANY ($1)",
+            "SELECT coalesce(sum(entries), 0)::pg_catalog.int8 FROM invariants.audit_rows WHERE capture = ANY ($1)",
             &[captures.to_vec().into()],
         )
     })
     .unwrap_or(0)
 }
 
-/// One batch of a capture's entries, as the log holds it.
-struct Batch {
-    images: Option<pg_sys::Datum>,
-    exact: Option<pg_sys::Datum>,
-}
-
-/// Calls `f` with each batch of the capture's entries, in order, one
-/// batch in memory at a time. The log is read as the extension's owner.
-fn for_each_batch(capture: i64, mut f: impl FnMut(&Batch)) {
-    let ids: Vec<i64> = as_extension_owner(|| {
-        Spi::connect(|client| {
-            let rows = spi(client.select(
-                "SELECT first_id FROM invariants.audit_rows WHERE capture = $1 ORDER BY first_id",
-                None,
-                &[capture.into()],
-            ));
-            rows.filter_map(|row| spi(row.get::<i64>(1))).collect()
-        })
-    });
-    for first_id in ids {
-        let values = as_extension_owner(|| {
-            catalog::first_row(
-                "SELECT images, exact FROM invariants.audit_rows WHERE capture = $1 AND first_id = $2",
-                &[capture.into(), first_id.into()],
-            )
-        });
-        let batch = Batch {
-            images: values.first().and_then(|v| v.datum),
-            exact: values.get(1).and_then(|v| v.datum),
-        };
-        f(&batch);
-        // The batch's values were copied into this function's memory;
-        // nothing else holds them.
-        for datum in [batch.images, batch.exact].into_iter().flatten() {
-            // SAFETY: palloc'd copies made by first_row, used no more.
-            unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
-        }
-    }
-}
-
-/// The statement that puts one capture's rows back into a table.
-struct Plan {
-    table: Table,
-    sql: String,
-    columns: Option<Vec<String>>,
-}
-
-impl Plan {
-    /// The statement for `capture` on `table`, or why it cannot be run (a
-    /// column the table needs, NOT NULL without a default, that the log
-    /// does not hold).
-    fn new(table: &Table, capture: &Capture) -> Result<Plan, String> {
-        let all = catalog::columns(table.oid);
-        let settings = column_settings(table.oid);
-        let writable: Vec<&catalog::Column> = all
-            .iter()
-            .filter(|c| !c.generated)
-            .filter(|c| capture.columns.as_ref().is_none_or(|logged| logged.contains(&c.name)))
-            .collect();
-        if let Some(logged) = &capture.columns {
-            if let Some(missing) = all.iter().find(|c| {
-                !c.generated
-                    && !logged.contains(&c.name)
-                    && settings.iter().any(|(name, required)| name == &c.name && *required)
-            }) {
-                return Err(format!(
-                    "capture {} does not hold column \"{}\", which is NOT NULL without a default",
-                    capture.id, missing.name
-                ));
-            }
-        }
-        let value = |c: &catalog::Column| -> String {
-            let column = quote_ident(&c.name);
-            // json keeps its own text, and jsonb its JSON null, which only
-            // `exact` holds (jsonb_populate_record would read a string).
-            let json_type = match base_type(c.type_oid) {
-                pg_sys::JSONOID => Some("pg_catalog.json"),
-                pg_sys::JSONBOID => Some("pg_catalog.jsonb"),
-                _ => None,
-            };
-            if let Some(json_type) = json_type {
-                format!(
-                    "CASE WHEN x.exact ? {name} THEN (x.exact ->> {name})::{json_type}::{t} ELSE r.{column} END",
-                    name = catalog::quote_literal(&c.name),
-                    t = c.type_name,
-                )
-            } else {
-                format!("r.{column}")
-            }
-        };
-        let list: Vec<String> = writable.iter().map(|c| quote_ident(&c.name)).collect();
-        let values: Vec<String> = writable.iter().map(|c| value(c)).collect();
-        let source = format!(
-            "pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS e(image, n)
-             CROSS JOIN LATERAL (SELECT $3 -> ((e.n - 1)::pg_catalog.text) AS exact) x
-             CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{t},
-                 invariants.row_data($2, e.image) || coalesce(x.exact, '{{}}')) AS r",
-            t = table.qualified()
-        );
-        let sql = if changes(capture) {
-            let key = catalog::key_columns(table.oid);
-            if key.is_empty() {
-                return Err(format!(
-                    "{} has no primary key, so changed rows cannot be found again",
-                    table.display()
-                ));
-            }
-            let identity = identity_columns(table.oid);
-            let sets: Vec<String> = writable
-                .iter()
-                .filter(|c| !key.contains(&c.name) && !identity.contains(&c.name))
-                .map(|c| format!("{} = s.{}", quote_ident(&c.name), quote_ident(&c.name)))
-                .collect();
-            if sets.is_empty() {
-                return Err(format!("capture {} holds no column to put back", capture.id));
-            }
-            let keys: Vec<String> = key.iter().map(|c| format!("s.{}", quote_ident(c))).collect();
-            let matches: Vec<String> = key.iter().map(|c| format!("t.{0} = s.{0}", quote_ident(c))).collect();
-            format!(
-                "WITH s AS (SELECT DISTINCT ON ({keys}) {values_as}
-                              FROM {source} ORDER BY {keys}, e.n),
-                      done AS (UPDATE {t} AS t SET {sets} FROM s WHERE {matches} RETURNING 1)
-                 SELECT (SELECT pg_catalog.count(*) FROM done), pg_catalog.jsonb_array_length($1)::pg_catalog.int8",
-                keys = keys.join(", ").replace("s.", ""),
-                values_as = writable
-                    .iter()
-                    .map(|c| format!("{} AS {}", value(c), quote_ident(&c.name)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                t = table.qualified(),
-                sets = sets.join(", "),
-                matches = matches.join(" AND "),
-            )
-        } else {
-            format!(
-                "WITH done AS (
-                     INSERT INTO {t} ({list}) OVERRIDING SYSTEM VALUE
-                     SELECT {values} FROM {source}
-                     ON CONFLICT DO NOTHING RETURNING 1)
-                 SELECT (SELECT pg_catalog.count(*) FROM done), pg_catalog.jsonb_array_length($1)::pg_catalog.int8",
-                t = table.qualified(),
-                list = list.join(", "),
-                values = values.join(", "),
-            )
-        };
-        Ok(Plan {
-            table: table.clone(),
-            sql,
-            columns: capture.columns.clone(),
-        })
-    }
-
-    /// Puts one batch back, as the table's owner; returns (restored, skipped).
-    fn apply(&self, batch: &Batch) -> (i64, i64) {
-        let jsonb = |datum| catalog::Value {
-            datum,
-            type_oid: pg_sys::JSONBOID,
-        };
-        let args = [
-            jsonb(batch.images).arg(),
-            self.columns.clone().into(),
-            jsonb(batch.exact).arg(),
-        ];
-        let (done, attempted) = as_table_owner(self.table.oid, || {
-            with_canonical_formats(|| spi(Spi::get_two_with_args::<i64, i64>(&self.sql, &args)))
-        });
-        let (done, attempted) = (done.unwrap_or(0), attempted.unwrap_or(0));
-        (done, attempted - done)
-    }
-}
-
-/// The base type of a domain, or the type itself.
-fn base_type(type_oid: Oid) -> Oid {
-    // SAFETY: a catalog lookup of an existing type.
-    unsafe { pg_sys::getBaseType(type_oid) }
-}
-
 /// Each live, non-generated column: (name, NOT NULL without a default or
 /// an identity).
-fn column_settings(relid: Oid) -> Vec<(String, bool)> {
+pub fn column_settings(relid: Oid) -> Vec<(String, bool)> {
     Spi::connect(|client| {
         let rows = spi(client.select(
             "SELECT attname::text, attnotnull AND NOT atthasdef AND attidentity = ''
@@ -420,7 +221,7 @@ fn column_settings(relid: Oid) -> Vec<(String, bool)> {
 }
 
 /// The identity columns of `relid` (GENERATED ALWAYS AS IDENTITY).
-fn identity_columns(relid: Oid) -> Vec<String> {
+pub fn identity_columns(relid: Oid) -> Vec<String> {
     crate::sql::one::<Vec<String>>(
         "SELECT coalesce(array_agg(attname::text), '{}') FROM pg_catalog.pg_attribute
           WHERE attrelid = $1 AND attidentity = 'a' AND NOT attisdropped",
@@ -440,13 +241,15 @@ fn pending_captures(
 ) -> (Vec<Pending>, Vec<Gone>) {
     let tables: Option<Vec<Oid>> = only.map(|t| catalog::self_and_descendants(t.oid));
     let (schema, name) = only.map_or((None, None), |t| (Some(t.schema.clone()), Some(t.name.clone())));
-    type Row = (i64, Option<Oid>, bool, String, String, String, Option<Vec<String>>);
+    type Row = (Option<Oid>, bool, String, String, Capture);
     let rows: Vec<Row> = as_extension_owner(|| {
         Spi::connect(|client| {
             let result = spi(client.select(
                 "SELECT c.id, c.tbl::pg_catalog.oid,
                         EXISTS (SELECT FROM pg_catalog.pg_class k WHERE k.oid = c.tbl),
-                        c.schema_name, c.table_name, c.op, c.columns
+                        c.schema_name, c.table_name, c.op, c.columns, c.types, c.formats,
+                        (SELECT coalesce(sum(r.entries), 0)::pg_catalog.int8
+                           FROM invariants.audit_rows r WHERE r.capture = c.id)
                    FROM invariants.audit_capture c
                   WHERE c.op IN ('DELETE', 'TRUNCATE', 'PURGE', 'REPAIR', 'UPDATE')
                     AND ($1::pg_catalog.xid8 IS NULL OR c.txid = $1)
@@ -461,15 +264,21 @@ fn pending_captures(
             ));
             result
                 .map(|row| {
+                    let id = spi(row.get::<i64>(1)).unwrap_or_default();
                     (
-                        spi(row.get::<i64>(1)).unwrap_or_default(),
                         spi(row.get::<Oid>(2)),
                         spi(row.get::<bool>(3)).unwrap_or(false),
                         spi(row.get::<String>(4)).unwrap_or_default(),
                         spi(row.get::<String>(5)).unwrap_or_default(),
-                        spi(row.get::<String>(6)).unwrap_or_default(),
-                        spi(row.get::<Vec<Option<String>>>(7))
-                            .map(|names| names.into_iter().map(Option::unwrap_or_default).collect()),
+                        Capture {
+                            id,
+                            op: spi(row.get::<String>(6)).unwrap_or_default(),
+                            columns: spi(row.get::<Vec<Option<String>>>(7))
+                                .map(|names| names.into_iter().map(Option::unwrap_or_default).collect()),
+                            types: spi(row.get::<Vec<Oid>>(8)).unwrap_or_default(),
+                            formats: spi(row.get::<String>(9)).unwrap_or_default(),
+                            entries: spi(row.get::<i64>(10)).unwrap_or_default(),
+                        },
                     )
                 })
                 .collect()
@@ -477,13 +286,14 @@ fn pending_captures(
     });
     let mut by_table: BTreeMap<u32, Pending> = BTreeMap::new();
     let mut gone: BTreeMap<String, Gone> = BTreeMap::new();
-    for (id, oid, exists, schema, name, op, columns) in rows {
+    // Each table is looked up once, however many captures it has.
+    let mut tables: std::collections::HashMap<u32, Option<Table>> = std::collections::HashMap::new();
+    for (oid, exists, schema, name, capture) in rows {
         let target = match (oid, exists, only) {
-            (Some(oid), true, _) => Table::lookup(oid),
+            (Some(oid), true, _) => tables.entry(oid.to_u32()).or_insert_with(|| Table::lookup(oid)).clone(),
             (_, false, Some(only)) => Some(only.clone()),
             _ => None,
         };
-        let capture = Capture { id, op, columns };
         match target {
             Some(table) => by_table
                 .entry(table.oid.to_u32())

@@ -355,6 +355,145 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM evolving"), 3);
     }
 
+    /// Large captures go back through COPY (a capture of 100 entries or
+    /// more whose columns keep their types); each case here is one.
+    #[pg_test]
+    fn large_captures_come_back_whole_through_copy() {
+        run("CREATE TYPE size_t AS ENUM ('s', 'm', 'l')");
+        run(
+            "CREATE TABLE big (junk int, id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, f8 float8, bounded int[],
+                               j json, jb jsonb, sz size_t, at timestamptz, note text, gone text,
+                               doubled float8 GENERATED ALWAYS AS (f8 * 2) STORED)",
+        );
+        run("ALTER TABLE big DROP COLUMN junk");
+        run(r#"INSERT INTO big (f8, bounded, j, jb, sz, at, note, gone)
+               SELECT CASE WHEN i % 2 = 0 THEN '-0'::float8 ELSE i / 3.0 END, '[0:1]={1,2}', '{"b": 1,  "a": 2}',
+                      CASE WHEN i % 3 = 0 THEN 'null'::jsonb END, 'm', '2026-11-30 12:00+05:30'::timestamptz + i * interval '1 s',
+                      'ünïcødé ' || i, 'x'
+                 FROM generate_series(1, 2500) i"#);
+        run("CREATE TABLE big_copy AS SELECT * FROM big");
+        run("ALTER TABLE big_copy DROP COLUMN gone");
+        run("SELECT invariants.enable_audit('big', truncate_capture_limit => 10000)");
+        run("DELETE FROM big");
+        // A column dropped and one added since: the images' field of the
+        // dropped one is left out, the added one takes its default.
+        run("ALTER TABLE big DROP COLUMN gone");
+        run("ALTER TABLE big ADD COLUMN currency text NOT NULL DEFAULT 'EUR'");
+        run("SET LOCAL TimeZone = 'America/St_Johns'; SET LOCAL client_encoding = 'LATIN1'");
+        let (restored, skipped) =
+            Spi::get_two::<i64, i64>("SELECT restored, skipped FROM invariants.restore(tbl => 'big', since => now())")
+                .unwrap();
+        run("RESET TimeZone; RESET client_encoding");
+        assert_eq!((restored, skipped), (Some(2500), Some(0)));
+        run("ALTER TABLE big DROP COLUMN currency");
+        assert_eq!(differing_rows("big", "big_copy"), 0);
+        // The same through TRUNCATE (three batches of the log).
+        run("TRUNCATE big");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'big', since => now())"),
+            2500
+        );
+        assert_eq!(differing_rows("big", "big_copy"), 0);
+    }
+
+    #[pg_test]
+    fn restores_on_a_stale_log_and_after_a_large_restore_give_the_rows_back() {
+        run("CREATE TABLE many (id bigint PRIMARY KEY, n int, a text, t timestamptz)");
+        run(
+            "INSERT INTO many SELECT i, i % 7, 'a' || i, '2026-01-01'::timestamptz + i * interval '1 s'
+               FROM generate_series(1, 100000) i",
+        );
+        run("CREATE TABLE many_copy AS SELECT * FROM many");
+        // Statistics of an empty log: stale once the rows are in.
+        run("ANALYZE invariants.audit_capture; ANALYZE invariants.audit_rows; ANALYZE invariants.audit_restored");
+        run("SELECT invariants.enable_audit('many')");
+        run("DELETE FROM many");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'many', since => now())"),
+            100000
+        );
+        assert_eq!(differing_rows("many", "many_copy"), 0);
+        // Right after that large restore, another.
+        run("DELETE FROM many WHERE id % 2 = 0");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'many', since => now())"),
+            50000
+        );
+        assert_eq!(differing_rows("many", "many_copy"), 0);
+        // And again: nothing left to restore, nothing changed.
+        assert_eq!(
+            count("SELECT count(*) FROM invariants.restore(tbl => 'many', since => now())"),
+            0
+        );
+        assert_eq!(differing_rows("many", "many_copy"), 0);
+    }
+
+    #[pg_test]
+    fn a_logged_type_dropped_since_is_reported_and_shown_as_bytes() {
+        run("CREATE TYPE mood_t AS ENUM ('calm', 'upset')");
+        run("CREATE TABLE moods (id int PRIMARY KEY, m mood_t)");
+        run("INSERT INTO moods VALUES (1, 'calm')");
+        run("SELECT invariants.enable_audit('moods')");
+        run("DELETE FROM moods");
+        run("DROP TABLE moods; DROP TYPE mood_t");
+        run("CREATE TABLE moods (id int PRIMARY KEY, m text)");
+        let problem = text("SELECT problem FROM invariants.restore(tbl => 'moods', since => now())");
+        assert!(problem.contains("no longer exists"), "{problem}");
+        assert_eq!(count("SELECT count(*) FROM moods"), 0);
+        // The log still shows the entry, the value as its bytes.
+        assert_eq!(
+            text("SELECT row_data->>'m' FROM invariants.audit_log WHERE op = 'DELETE' AND table_name = 'moods'"),
+            "\\x63616c6d"
+        );
+    }
+
+    #[pg_test]
+    fn a_large_capture_whose_keys_exist_again_skips_them() {
+        run("CREATE TABLE crowded (id int PRIMARY KEY, v text)");
+        run("INSERT INTO crowded SELECT i, 'old' FROM generate_series(1, 300) i");
+        run("SELECT invariants.enable_audit('crowded')");
+        run("DELETE FROM crowded");
+        run("INSERT INTO crowded SELECT i, 'new' FROM generate_series(1, 300, 30) i");
+        let (restored, skipped) = Spi::get_two::<i64, i64>(
+            "SELECT restored, skipped FROM invariants.restore(tbl => 'crowded', since => now())",
+        )
+        .unwrap();
+        assert_eq!((restored, skipped), (Some(290), Some(10)));
+        assert_eq!(count("SELECT count(*) FROM crowded WHERE v = 'new'"), 10);
+        assert_eq!(count("SELECT count(*) FROM crowded"), 300);
+    }
+
+    #[pg_test]
+    fn a_large_capture_goes_back_to_partitions_through_the_tables_triggers_and_rules() {
+        run("CREATE TABLE routed (id int, k int, status text, sent_at timestamptz, PRIMARY KEY (id, k)) PARTITION BY LIST (k)");
+        run("CREATE TABLE routed_1 PARTITION OF routed FOR VALUES IN (1)");
+        run("CREATE TABLE routed_2 PARTITION OF routed FOR VALUES IN (2)");
+        run("INSERT INTO routed SELECT i, 1 + i % 2, 'sent', now() FROM generate_series(1, 400) i");
+        run("SELECT invariants.enable_audit('routed')");
+        run("CREATE TABLE arrivals (id int)");
+        run("CREATE FUNCTION note_arrival() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO public.arrivals VALUES (NEW.id); RETURN NEW; END $$");
+        run("CREATE TRIGGER arrival BEFORE INSERT ON routed FOR EACH ROW EXECUTE FUNCTION note_arrival()");
+        run("DELETE FROM routed");
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(tbl => 'routed', since => now())"),
+            400
+        );
+        assert_eq!(count("SELECT count(*) FROM routed_1"), 200);
+        assert_eq!(count("SELECT count(*) FROM routed_2"), 200);
+        assert_eq!(count("SELECT count(*) FROM arrivals"), 400);
+        // A rule declared since refuses rows that break it: the restore
+        // fails as a whole, with the rule's fields, and nothing is half done.
+        run("TRUNCATE routed");
+        run("INSERT INTO routed SELECT i, 1 + i % 2, 'sent', NULL FROM generate_series(1, 200) i");
+        run("DELETE FROM routed");
+        run("SELECT invariants.require_not_null('routed', 'sent_at', 'status', ARRAY['sent'], name => 'sent_needs_time')");
+        let error = error_of("SELECT * FROM invariants.restore(tbl => 'routed', since => now())").expect("refused");
+        assert_eq!(error.sqlstate, "23514", "{error:?}");
+        assert_eq!(error.constraint, "sent_needs_time");
+        assert_eq!(count("SELECT count(*) FROM routed"), 0);
+    }
+
     #[pg_test]
     fn restore_of_a_table_alone_brings_back_all_it_lost() {
         run("CREATE TABLE whole (id int PRIMARY KEY)");

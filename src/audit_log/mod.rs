@@ -4,6 +4,7 @@
 //! thousand to a row). All three are append-only: UPDATE, DELETE and
 //! TRUNCATE fail for every role, superusers included; only
 //! `invariants.prune_audit` removes entries, and it records that it did.
+pub mod binary;
 mod row_image;
 mod writer;
 
@@ -12,9 +13,9 @@ use std::ffi::CString;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{FromDatum, JsonB};
+use pgrx::{FromDatum, IntoDatum, JsonB};
 
-pub use row_image::RowImage;
+use row_image::JsonImage;
 pub use writer::{CaptureWriter, EntryContext, BATCH};
 
 use crate::catalog::{spi, Table};
@@ -76,80 +77,90 @@ ALTER TABLE invariants.audit_restored ENABLE ALWAYS TRIGGER audit_restored_appen
     requires = ["schema"]
 );
 
-crate::c_function!(row_data, pg_finfo_row_data, row_data_of);
+crate::c_function!(audit_entries, pg_finfo_audit_entries, audit_entries_of);
 
-/// `invariants.row_data(columns text[], image jsonb)`: the jsonb object of
-/// one entry, `image` (an array of values) with the capture's `columns` as
-/// keys; `image` itself when the capture has no columns or the image is
-/// not an array. Built from the jsonb's own containers: restore reads every
-/// entry through it.
-fn row_data_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
-    // SAFETY: Postgres calls this with two arguments as declared (text[],
-    // jsonb); each is read only when not null, detoasted, and walked with
-    // the array and jsonb APIs; everything is allocated in the call's
-    // memory context.
+/// `invariants.audit_entries(columns text[], types oid[], formats text,
+/// images bytea) RETURNS SETOF jsonb`: the `row_data` of each entry of one
+/// batch, in order: an object of the entry's fields named by `columns`, or
+/// the jsonb value itself when there are no columns. A value whose type no
+/// longer exists is shown as the hex of its bytes.
+fn audit_entries_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
+    // SAFETY: Postgres calls this as a set-returning function in
+    // materialize mode (declared so), with four arguments of the declared
+    // types; results go to the tuplestore Postgres set up.
     unsafe {
-        let args = (*fcinfo).args.as_slice(2);
-        if args[1].isnull {
-            (*fcinfo).isnull = true;
+        let args = (*fcinfo).args.as_slice(4);
+        let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        if rsinfo.is_null() || (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0 {
+            // untestable: Postgres calls a set-returning function only in a set context
+            return Err(InvariantError::new(
+                Code::ERRCODE_FEATURE_NOT_SUPPORTED,
+                "invariants.audit_entries must be called in a set context",
+            ));
+        }
+        (*fcinfo).isnull = true;
+        if args[1].isnull || args[2].isnull || args[3].isnull {
             return Ok(pg_sys::Datum::from(0));
         }
-        let image = pg_sys::pg_detoast_datum(args[1].value.cast_mut_ptr()) as *mut pg_sys::Jsonb;
-        let root = &mut (*image).root;
-        let is_array = root.header & pg_sys::JB_FARRAY != 0 && root.header & pg_sys::JB_FSCALAR == 0;
-        if args[0].isnull || !is_array {
-            return Ok(pg_sys::Datum::from(image));
-        }
-        let columns = pg_sys::pg_detoast_datum(args[0].value.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-        let (mut names, mut name_nulls, mut count) = (std::ptr::null_mut(), std::ptr::null_mut(), 0);
-        pg_sys::deconstruct_array(
-            columns,
-            pg_sys::TEXTOID,
-            -1,
-            false,
-            pg_sys::TYPALIGN_INT as std::ffi::c_char,
-            &mut names,
-            &mut name_nulls,
-            &mut count,
+        let columns =
+            Vec::<Option<String>>::from_polymorphic_datum(args[0].value, args[0].isnull, pg_sys::TEXTARRAYOID)
+                .map(|names| names.into_iter().map(Option::unwrap_or_default).collect::<Vec<_>>());
+        let types =
+            Vec::<pg_sys::Oid>::from_polymorphic_datum(args[1].value, false, pg_sys::OIDARRAYOID).unwrap_or_default();
+        let formats = String::from_polymorphic_datum(args[2].value, false, pg_sys::TEXTOID).unwrap_or_default();
+        let images = pg_sys::pg_detoast_datum_packed(args[3].value.cast_mut_ptr());
+        let images = std::slice::from_raw_parts(
+            pgrx::varlena::vardata_any(images) as *const u8,
+            pgrx::varlena::varsize_any_exhdr(images),
         );
-        let names = std::slice::from_raw_parts(names, count.max(0) as usize);
-        let name_nulls = std::slice::from_raw_parts(name_nulls, count.max(0) as usize);
+        let decoder = binary::Decoder::new(&types, &formats, binary::Purpose::Show);
+        let image = JsonImage::new(columns.as_deref(), &types);
 
-        let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-        pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
-            std::ptr::null_mut(),
-        );
-        let mut iterator = pg_sys::JsonbIteratorInit(root);
-        let mut value: pg_sys::JsonbValue = std::mem::zeroed();
-        let mut position = 0;
-        loop {
-            let token = pg_sys::JsonbIteratorNext(&mut iterator, &mut value, true);
-            match token {
-                pg_sys::JsonbIteratorToken::WJB_DONE => break,
-                pg_sys::JsonbIteratorToken::WJB_ELEM => {
-                    if let (Some(name), Some(false)) = (names.get(position), name_nulls.get(position)) {
-                        let text = pg_sys::pg_detoast_datum_packed(name.cast_mut_ptr());
-                        let mut key = row_image::string_value(
-                            pgrx::varlena::vardata_any(text) as *mut _,
-                            pgrx::varlena::varsize_any_exhdr(text),
-                        );
-                        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
-                        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut value);
+        let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
+        let old = pg_sys::MemoryContextSwitchTo(per_query);
+        let store = pg_sys::tuplestore_begin_heap(true, false, pg_sys::work_mem);
+        let desc = pg_sys::CreateTemplateTupleDesc(1);
+        pg_sys::TupleDescInitEntry(desc, 1, c"row_data".as_ptr(), pg_sys::JSONBOID, -1, 0);
+        (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
+        (*rsinfo).setResult = store;
+        (*rsinfo).setDesc = desc;
+        pg_sys::MemoryContextSwitchTo(old);
+
+        crate::privilege::with_canonical_formats(|| {
+            let mut tuples = binary::tuples(images);
+            while let Some(fields) = tuples.next_tuple() {
+                let mut values = Vec::with_capacity(fields.len());
+                let mut unreadable = Vec::with_capacity(fields.len());
+                for (i, field) in fields.iter().enumerate() {
+                    let decoded = field.map(|bytes| decoder.decode(i, bytes));
+                    match (decoded, field) {
+                        (Some(Ok(datum)), _) => {
+                            values.push(Some(datum));
+                            unreadable.push(None);
+                        }
+                        (Some(Err(_)), Some(bytes)) => {
+                            values.push(None);
+                            unreadable.push(Some(format!("\\x{}", hex(bytes))));
+                        }
+                        _ => {
+                            values.push(None);
+                            unreadable.push(None);
+                        }
                     }
-                    position += 1;
                 }
-                _ => {}
+                let row_data = image.row_data(&values, &unreadable)?;
+                let mut value = [row_data];
+                let mut null = [row_data.is_null()];
+                pg_sys::tuplestore_putvalues(store, desc, value.as_mut_ptr(), null.as_mut_ptr());
             }
-        }
-        let object = pg_sys::pushJsonbValue(
-            &mut state,
-            pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-            std::ptr::null_mut(),
-        );
-        Ok(pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(object)))
+            Ok(())
+        })?;
+        Ok(pg_sys::Datum::from(0))
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 crate::c_function!(audit_log_insert, pg_finfo_audit_log_insert, insert_entry);
@@ -184,29 +195,33 @@ fn insert_entry(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, Invar
     };
     let op = text("op").unwrap_or_default();
     // SAFETY: as above.
-    let (row, at, tbl) = unsafe {
-        let (d, n) = field("row_data");
-        let row = JsonB::from_polymorphic_datum(d, n, pg_sys::JSONBOID);
+    let (at, tbl) = unsafe {
         let (d, n) = field("at");
         let at = pgrx::datum::TimestampWithTimeZone::from_polymorphic_datum(d, n, pg_sys::TIMESTAMPTZOID);
         let (d, n) = field("tbl");
         let tbl = pg_sys::Oid::from_polymorphic_datum(d, n, pg_sys::OIDOID).map(crate::catalog::Regclass);
-        (row, at, tbl)
+        (at, tbl)
     };
+    let (row, row_null) = field("row_data");
+    let encoder = binary::Encoder::for_jsonb();
+    let mut image = Vec::new();
+    // SAFETY: one jsonb value (or NULL), the encoder's one field.
+    crate::privilege::with_canonical_formats(|| unsafe { encoder.encode_row(&[row], &[row_null], &mut image) });
     pinned(|| {
         as_extension_owner(|| {
             spi(Spi::run_with_args(
                 "WITH c AS (
                      INSERT INTO invariants.audit_capture
-                         (id, at, txid, op, tbl, schema_name, table_name, db_user, \"session_user\",
+                         (id, at, txid, op, tbl, schema_name, table_name, types, formats, db_user, \"session_user\",
                           application_name, client_addr, trigger_depth, statement)
                      VALUES (pg_catalog.nextval('invariants.audit_capture_id_seq'), coalesce($1, pg_catalog.now()),
                              pg_catalog.pg_current_xact_id(), $2, $3, coalesce($4, ''), coalesce($5, ''),
+                             ARRAY['pg_catalog.jsonb'::pg_catalog.regtype::pg_catalog.oid], 'b',
                              coalesce($6, current_user::text), session_user, $7, pg_catalog.inet_client_addr(),
                              pg_catalog.pg_trigger_depth() - 1, $8)
                      RETURNING id)
-                 INSERT INTO invariants.audit_rows (capture, first_id, images)
-                 SELECT id, pg_catalog.nextval('invariants.audit_entry_id_seq'), pg_catalog.jsonb_build_array($9::pg_catalog.jsonb) FROM c",
+                 INSERT INTO invariants.audit_rows (capture, first_id, entries, images)
+                 SELECT id, pg_catalog.nextval('invariants.audit_entry_id_seq'), 1, $9 FROM c",
                 &[
                     at.into(),
                     op.into(),
@@ -216,7 +231,7 @@ fn insert_entry(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, Invar
                     text("db_user").into(),
                     text("application_name").into(),
                     text("statement").into(),
-                    row.into(),
+                    image.as_slice().into(),
                 ],
             ))
         })
@@ -240,10 +255,10 @@ fn refuse_view_change(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum,
 
 pgrx::extension_sql!(
     r#"
-CREATE FUNCTION invariants.row_data(columns text[], image jsonb) RETURNS jsonb
-    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'row_data';
-COMMENT ON FUNCTION invariants.row_data(text[], jsonb) IS
-    'The jsonb object of one audit entry: its values (a jsonb array) keyed by its capture''s columns.';
+CREATE FUNCTION invariants.audit_entries(columns text[], types oid[], formats text, images bytea)
+    RETURNS SETOF jsonb LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'audit_entries';
+COMMENT ON FUNCTION invariants.audit_entries(text[], oid[], text, bytea) IS
+    'The row_data of each entry of one batch of the audit log, in order.';
 CREATE VIEW invariants.audit_log AS
 SELECT r.first_id + e.n - 1                         AS id,
        c.at,
@@ -252,7 +267,7 @@ SELECT r.first_id + e.n - 1                         AS id,
        c.tbl,
        c.schema_name,
        c.table_name,
-       invariants.row_data(c.columns, e.image)      AS row_data,
+       e.row_data,
        c.db_user,
        c."session_user",
        c.application_name,
@@ -263,7 +278,7 @@ SELECT r.first_id + e.n - 1                         AS id,
        c.id                                         AS capture
   FROM invariants.audit_capture c
   JOIN invariants.audit_rows r ON r.capture = c.id
-  CROSS JOIN LATERAL pg_catalog.jsonb_array_elements(r.images) WITH ORDINALITY AS e(image, n);
+  CROSS JOIN LATERAL invariants.audit_entries(c.columns, c.types, c.formats, r.images) WITH ORDINALITY AS e(row_data, n);
 COMMENT ON VIEW invariants.audit_log IS
     'Append-only: one row per deleted, truncated, purged, repaired or updated row, or event. Only invariants.prune_audit removes entries.';
 REVOKE ALL ON invariants.audit_log FROM PUBLIC;
@@ -307,7 +322,7 @@ fn prune_audit(older_than: Option<pgrx::datum::Interval>) -> i64 {
             spi(Spi::get_one_with_args::<i64>(
                 "WITH old AS (SELECT id FROM invariants.audit_capture WHERE at < pg_catalog.now() - $1),
                       gone AS (DELETE FROM invariants.audit_rows r USING old WHERE r.capture = old.id
-                               RETURNING pg_catalog.jsonb_array_length(r.images) AS n),
+                               RETURNING r.entries AS n),
                       captures AS (DELETE FROM invariants.audit_capture c USING old WHERE c.id = old.id)
                  SELECT coalesce(sum(n), 0)::pg_catalog.int8 FROM gone",
                 &[older_than.into()],
@@ -343,8 +358,8 @@ pub fn capture(
     trigger: Option<*mut pg_sys::TriggerData>,
     cascaded: &RowFlags,
 ) -> usize {
-    let image = RowImage::for_table(table.oid);
-    let mut writer = CaptureWriter::new(EntryContext::current(op, table), Some(image.names()));
+    let encoder = binary::Encoder::for_table(table.oid);
+    let mut writer = CaptureWriter::new(EntryContext::current(op, table), &encoder, Some(encoder.names()));
     let query = Query {
         text: CString::new(query).unwrap_or_default(),
         args: crate::catalog::raw_args(args),
@@ -353,8 +368,8 @@ pub fn capture(
         Spi::connect(|_client| {
             // SAFETY: inside an SPI connection; the trigger data is the one
             // Postgres passed to the running trigger; the query's columns
-            // are the table's, those `image` reads.
-            unsafe { append_query_rows(&mut writer, table, &query, &image, trigger, cascaded) }
+            // are the table's, those `encoder` writes.
+            unsafe { append_query_rows(&mut writer, table, &query, &encoder, trigger, cascaded) }
         })
     });
     read.unwrap_or_else(|error| error.raise());
@@ -392,16 +407,16 @@ struct Query {
 ///
 /// # Safety
 /// Call inside an SPI connection; `trigger`, if any, must be the data of the
-/// trigger now running; the query's columns are those `image` reads.
+/// trigger now running; the query's columns are those `encoder` writes.
 unsafe fn append_query_rows(
     writer: &mut CaptureWriter,
     table: &Table,
     query: &Query,
-    image: &RowImage,
+    encoder: &binary::Encoder,
     trigger: Option<*mut pg_sys::TriggerData>,
     cascaded: &RowFlags,
 ) -> Result<(), InvariantError> {
-    let width = image.width();
+    let width = encoder.width();
     let mut values = vec![pg_sys::Datum::from(0); width];
     let mut nulls = vec![true; width];
     let mut row = 0usize;
@@ -440,13 +455,14 @@ unsafe fn append_query_rows(
                     "the capture query returned an unexpected number of columns",
                 ))
             } else {
-                (0..fetched).try_for_each(|i| {
+                for i in 0..fetched {
                     let tuple = *(*rows).vals.add(i);
                     pg_sys::heap_deform_tuple(tuple, (*rows).tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
                     let deeper = cascaded.get(row);
                     row += 1;
-                    writer.append(|state, exact| image.push_row(state, &values, &nulls, exact), deeper)
-                })
+                    writer.append(|out| encoder.encode_row(&values, &nulls, out), deeper);
+                }
+                Ok(())
             };
             pg_sys::SPI_freetuptable(rows);
         }
@@ -461,10 +477,21 @@ pub fn record_rows(op: &'static str, table: &Table, rows: Vec<JsonB>) {
     if rows.is_empty() {
         return;
     }
-    let mut writer = CaptureWriter::new(EntryContext::current(op, table), None);
-    for row in &rows {
-        writer.append_jsonb(row).unwrap_or_else(|e| e.raise());
-    }
+    let encoder = binary::Encoder::for_jsonb();
+    let mut writer = CaptureWriter::new(EntryContext::current(op, table), &encoder, None);
+    crate::privilege::with_canonical_formats(|| {
+        for row in rows {
+            writer.append(
+                |out| {
+                    let datum = row.into_datum();
+                    // SAFETY: one jsonb value (or NULL), the encoder's one
+                    // field, made in the batch's memory.
+                    unsafe { encoder.encode_row(&[datum.unwrap_or(pg_sys::Datum::from(0))], &[datum.is_none()], out) }
+                },
+                false,
+            );
+        }
+    });
     writer.finish();
 }
 

@@ -1,23 +1,15 @@
-//! Row images for the audit log: each column's value as `to_jsonb` writes
-//! it, with each column's conversion resolved once per capture, pushed as
-//! one jsonb array per row (the column names are kept once, in the
-//! capture). Integers, numerics, floats, booleans, dates and timestamps and
-//! text are converted here directly; `to_jsonb` itself was the biggest part
-//! of a large capture's cost. Arrays, composites, ranges, json and jsonb go
-//! through `to_jsonb`'s own function, one value at a time. A type with its
-//! own cast to json is written in its text form (the cast is never called),
-//! which restore reads back.
-//!
-//! A few values jsonb cannot carry exactly: a float's -0, an array whose
-//! lower bound is not 1, json's own text (its spacing, key order and
-//! duplicate keys), and what holds them. Their text form (written under
-//! fixed settings) goes beside the image, and restore uses it.
+//! The jsonb the log's view shows for each entry (`row_data`): each
+//! column's value as `to_jsonb` writes it, with each column's conversion
+//! resolved once per capture. Integers, numerics, floats, booleans, dates
+//! and timestamps and text are converted here directly; arrays, composites,
+//! ranges, json and jsonb go through `to_jsonb`'s own function. A type with
+//! its own cast to json is shown in its text form (the cast is never
+//! called). Restore does not read this: it reads the binary images.
 use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::PgList;
 
-use crate::catalog::columns;
 use crate::errors::{Code, InvariantError};
 
 /// The longest string a jsonb value can hold (JENTRY_OFFLENMASK).
@@ -45,100 +37,84 @@ enum Conversion {
     /// text and varchar: their bytes.
     Text,
     /// `to_jsonb`'s own conversion (arrays, composites, ranges, json, jsonb).
-    ToJsonb {
-        function: Box<pg_sys::FmgrInfo>,
-        /// When its text form goes beside the image: always (json, or what
-        /// holds json or floats), or for arrays whose bounds jsonb loses.
-        exact: Exact,
-        output: Oid,
-    },
+    ToJsonb(Box<pg_sys::FmgrInfo>),
+    /// A type that no longer exists: its values cannot be read.
+    Gone,
     /// Any other type: its text form.
     Output {
         output: Oid,
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Exact {
-    Never,
-    Always,
-    /// Arrays: when a lower bound is not 1.
-    WhenBounded,
-    /// jsonb: when it is the JSON value null, which the image cannot tell
-    /// from SQL NULL.
-    WhenJsonNull,
+/// Builds the jsonb of entries whose fields have the given types.
+pub struct JsonImage {
+    /// (name, conversion) per field; no names for jsonb entries.
+    columns: Vec<(Option<String>, Conversion)>,
 }
 
-struct ImageColumn {
-    name: String,
-    conversion: Conversion,
-}
-
-pub struct RowImage {
-    columns: Vec<ImageColumn>,
-}
-
-/// A value of a row whose jsonb form is not exact: (column position, its
-/// text form).
-pub type ExactValue = (usize, String);
-
-impl RowImage {
-    /// The image builder for `relid`'s rows: one value per live column.
-    pub fn for_table(relid: Oid) -> RowImage {
-        let columns = columns(relid)
-            .into_iter()
-            .map(|column| ImageColumn {
-                conversion: conversion_for(column.type_oid),
-                name: column.name,
-            })
+impl JsonImage {
+    /// For fields named `names` (None: each entry is one jsonb value) of
+    /// `types`.
+    pub fn new(names: Option<&[String]>, types: &[Oid]) -> JsonImage {
+        let columns = types
+            .iter()
+            .enumerate()
+            .map(|(i, &type_oid)| (names.and_then(|n| n.get(i).cloned()), conversion_for(type_oid)))
             .collect();
-        RowImage { columns }
+        JsonImage { columns }
     }
 
-    /// The column names, in the order of each row's values.
-    pub fn names(&self) -> Vec<String> {
-        self.columns.iter().map(|c| c.name.clone()).collect()
-    }
-
-    /// How many values `push_row` takes: one per column, in the table's order.
-    pub fn width(&self) -> usize {
-        self.columns.len()
-    }
-
-    /// Pushes one row as a jsonb array of its values onto `state`; values
-    /// that need it add their exact text to `exact`. Everything is
-    /// allocated in the current memory context.
+    /// The entry's jsonb: an object of its fields, or the jsonb value
+    /// itself for an entry without names.
     ///
     /// # Safety
-    /// `values` and `nulls` hold one row of the table, `width()` entries
-    /// each, in column order; `state` is a parse state inside an array.
-    pub unsafe fn push_row(
+    /// `values` holds one entry's fields, each a value of its type or None
+    /// for NULL (or for a value that could not be read, given as text in
+    /// `unreadable`).
+    pub unsafe fn row_data(
         &self,
-        state: &mut *mut pg_sys::JsonbParseState,
-        values: &[Datum],
-        nulls: &[bool],
-        exact: &mut Vec<ExactValue>,
-    ) -> Result<(), InvariantError> {
-        // SAFETY: per the contract; every JsonbValue pushed points at data
-        // in the current context, which outlives the batch's serialization.
+        values: &[Option<Datum>],
+        unreadable: &[Option<String>],
+    ) -> Result<Datum, InvariantError> {
+        // SAFETY: per the contract; everything is allocated in the current
+        // memory context.
         unsafe {
-            pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY, std::ptr::null_mut());
-            for (i, column) in self.columns.iter().enumerate() {
-                let mut value = match (values.get(i), nulls.get(i)) {
-                    (Some(value), Some(false)) => convert(&column.conversion, *value, i, exact)?,
-                    _ => null_value(),
-                };
-                pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_ELEM, &mut value);
+            if self.columns.first().is_some_and(|(name, _)| name.is_none()) {
+                return Ok(values.first().copied().flatten().unwrap_or(Datum::from(0)));
             }
-            pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_END_ARRAY, std::ptr::null_mut());
+            let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
+            pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
+                std::ptr::null_mut(),
+            );
+            for (i, (name, conversion)) in self.columns.iter().enumerate() {
+                let Some(name) = name else { continue };
+                let mut key = owned_text(name)?;
+                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
+                let mut value = match (values.get(i).copied().flatten(), unreadable.get(i).cloned().flatten()) {
+                    (Some(datum), _) => convert(conversion, datum)?,
+                    (None, Some(text)) => owned_text(&text)?,
+                    (None, None) => null_value(),
+                };
+                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut value);
+            }
+            let object = pg_sys::pushJsonbValue(
+                &mut state,
+                pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
+                std::ptr::null_mut(),
+            );
+            Ok(Datum::from(pg_sys::JsonbValueToJsonb(object)))
         }
-        Ok(())
     }
 }
 
 /// Mirrors `jsonb_categorize_type`, with `to_jsonb` itself for what is not
 /// a scalar.
 fn conversion_for(type_oid: Oid) -> Conversion {
+    if !super::binary::type_exists(type_oid) {
+        return Conversion::Gone;
+    }
     // SAFETY: catalog lookups of an existing type, into locals.
     unsafe {
         let base = pg_sys::getBaseType(type_oid);
@@ -166,56 +142,9 @@ fn conversion_for(type_oid: Oid) -> Conversion {
                 if !structured {
                     return Conversion::Output { output };
                 }
-                let exact = if base == pg_sys::JSONBOID {
-                    Exact::WhenJsonNull
-                } else if holds_inexact(base, 0) {
-                    Exact::Always
-                } else if pg_sys::get_element_type(base) != pg_sys::InvalidOid {
-                    Exact::WhenBounded
-                } else {
-                    Exact::Never
-                };
-                Conversion::ToJsonb {
-                    function: to_jsonb_of(type_oid),
-                    exact,
-                    output,
-                }
+                Conversion::ToJsonb(to_jsonb_of(type_oid))
             }
         }
-    }
-}
-
-/// True when a value of `type_oid` can hold what jsonb does not carry
-/// exactly: json text, a float (its -0), an array bound inside a
-/// structure, or jsonb inside one (its null reads as SQL NULL there).
-/// `depth` stops a type that contains itself.
-fn holds_inexact(type_oid: Oid, depth: u32) -> bool {
-    if depth > 8 {
-        return true;
-    }
-    // SAFETY: catalog lookups of existing types.
-    unsafe {
-        let base = pg_sys::getBaseType(type_oid);
-        if matches!(base, pg_sys::JSONOID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
-            return true;
-        }
-        if base == pg_sys::JSONBOID {
-            return depth > 0;
-        }
-        let element = pg_sys::get_element_type(base);
-        if element != pg_sys::InvalidOid {
-            // An array inside an array or a composite loses its bounds.
-            return depth > 0 || holds_inexact(element, depth + 1);
-        }
-        let subtype = pg_sys::get_range_subtype(base);
-        if subtype != pg_sys::InvalidOid {
-            return holds_inexact(subtype, depth + 1);
-        }
-        if pg_sys::type_is_rowtype(base) {
-            let relid = pg_sys::get_typ_typrelid(base);
-            return relid == pg_sys::InvalidOid || columns(relid).iter().any(|c| holds_inexact(c.type_oid, depth + 1));
-        }
-        false
     }
 }
 
@@ -246,12 +175,7 @@ fn to_jsonb_of(type_oid: Oid) -> Box<pg_sys::FmgrInfo> {
 
 /// # Safety
 /// `value` must be a non-null value of the type `conversion` was made for.
-unsafe fn convert(
-    conversion: &Conversion,
-    value: Datum,
-    position: usize,
-    exact: &mut Vec<ExactValue>,
-) -> Result<pg_sys::JsonbValue, InvariantError> {
+unsafe fn convert(conversion: &Conversion, value: Datum) -> Result<pg_sys::JsonbValue, InvariantError> {
     // SAFETY: per the contract; conversions allocate in the current context.
     unsafe {
         Ok(match conversion {
@@ -265,17 +189,15 @@ unsafe fn convert(
             Conversion::Int4 => numeric_value(pg_sys::int64_to_numeric(i64::from(value.value() as i32))),
             Conversion::Int8 => numeric_value(pg_sys::int64_to_numeric(value.value() as i64)),
             Conversion::Numeric { output } => {
-                // A copy: the value may point into a tuple freed before the
-                // batch is serialized.
-                let numeric = pg_sys::pg_detoast_datum_copy(value.cast_mut_ptr()) as pg_sys::Numeric;
+                let numeric = pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as pg_sys::Numeric;
                 if pg_sys::numeric_is_nan(numeric) || pg_sys::numeric_is_inf(numeric) {
                     text_value(pg_sys::OidOutputFunctionCall(*output, value))?
                 } else {
                     numeric_value(numeric)
                 }
             }
-            Conversion::Float4 => float_value(f64::from(f32::from_bits(value.value() as u32)), true, position, exact)?,
-            Conversion::Float8 => float_value(f64::from_bits(value.value() as u64), false, position, exact)?,
+            Conversion::Float4 => float_value(f64::from(f32::from_bits(value.value() as u32)), true)?,
+            Conversion::Float8 => float_value(f64::from_bits(value.value() as u64), false)?,
             Conversion::DateTime { type_oid } => text_value(pg_sys::JsonEncodeDateTime(
                 std::ptr::null_mut(),
                 value,
@@ -285,85 +207,28 @@ unsafe fn convert(
             Conversion::Text => {
                 let text = pg_sys::pg_detoast_datum_packed(value.cast_mut_ptr());
                 let len = pgrx::varlena::varsize_any_exhdr(text);
-                // A copy: the text may point into a tuple freed before the
-                // batch is serialized.
-                let copy = pg_sys::palloc(len.max(1)) as *mut std::ffi::c_char;
-                std::ptr::copy_nonoverlapping(pgrx::varlena::vardata_any(text) as *const std::ffi::c_char, copy, len);
-                checked_string(copy, len)?
+                checked_string(pgrx::varlena::vardata_any(text) as *mut _, len)?
             }
-            Conversion::ToJsonb {
-                function,
-                exact: when,
-                output,
-            } => {
-                let keep = match when {
-                    Exact::Always => true,
-                    Exact::WhenBounded => array_is_bounded(value),
-                    Exact::WhenJsonNull => is_json_null(value),
-                    Exact::Never => false,
-                };
-                if keep {
-                    let text = pg_sys::OidOutputFunctionCall(*output, value);
-                    exact.push((position, CStr::from_ptr(text).to_string_lossy().into_owned()));
-                }
+            Conversion::ToJsonb(function) => {
                 let info = function.as_ref() as *const pg_sys::FmgrInfo as *mut pg_sys::FmgrInfo;
                 let jsonb = pg_sys::FunctionCall1Coll(info, pg_sys::InvalidOid, value);
                 binary_value(jsonb)
             }
             Conversion::Output { output } => text_value(pg_sys::OidOutputFunctionCall(*output, value))?,
+            Conversion::Gone => null_value(),
         })
-    }
-}
-
-/// True when a jsonb value is the JSON scalar null.
-///
-/// # Safety
-/// `value` must be a non-null jsonb.
-unsafe fn is_json_null(value: Datum) -> bool {
-    // SAFETY: per the contract; a scalar's root container holds it.
-    unsafe {
-        let jsonb = pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as *mut pg_sys::Jsonb;
-        let root = &mut (*jsonb).root;
-        if root.header & pg_sys::JB_FSCALAR == 0 {
-            return false;
-        }
-        let mut scalar: pg_sys::JsonbValue = std::mem::zeroed();
-        pg_sys::JsonbExtractScalar(root, &mut scalar) && scalar.type_ == pg_sys::jbvType::jbvNull
-    }
-}
-
-/// True when an array value has a lower bound other than 1.
-///
-/// # Safety
-/// `value` must be a non-null array.
-unsafe fn array_is_bounded(value: Datum) -> bool {
-    // SAFETY: per the contract; the header gives the dimensions and bounds.
-    unsafe {
-        let array = pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as *mut pg_sys::ArrayType;
-        let ndim = (*array).ndim.max(0) as usize;
-        // Bounds follow the dimensions, after the fixed header.
-        let dims = (array as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
-        (0..ndim).any(|i| *dims.add(ndim + i) != 1)
     }
 }
 
 /// A float as `to_jsonb` writes it: a number (its shortest exact digits),
 /// or the text of NaN and the infinities; -0 (which a jsonb number cannot
-/// be) is 0 in the image, its text kept beside.
-fn float_value(
-    value: f64,
-    single: bool,
-    position: usize,
-    exact: &mut Vec<ExactValue>,
-) -> Result<pg_sys::JsonbValue, InvariantError> {
+/// be) is 0.
+fn float_value(value: f64, single: bool) -> Result<pg_sys::JsonbValue, InvariantError> {
     if value.is_nan() {
         return owned_text("NaN");
     }
     if value.is_infinite() {
         return owned_text(if value > 0.0 { "Infinity" } else { "-Infinity" });
-    }
-    if value == 0.0 && value.is_sign_negative() {
-        exact.push((position, "-0".into()));
     }
     let digits = if single {
         format!("{}", value as f32)

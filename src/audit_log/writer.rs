@@ -2,13 +2,12 @@
 //! how), then the entries a thousand to an `audit_rows` row. The statements
 //! name only the extension's own tables and run as its owner; there is one
 //! per capture and one per batch, whatever the number of rows.
-use pgrx::pg_sys::{self, Datum};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, JsonB};
+use pgrx::JsonB;
 
-use super::row_image::ExactValue;
+use super::binary::Encoder;
 use crate::catalog::{spi, Table};
-use crate::errors::InvariantError;
 use crate::privilege::as_extension_owner;
 
 /// Entries per `audit_rows` row (the entry id sequence steps by as many).
@@ -70,30 +69,35 @@ impl EntryContext {
 /// nothing.
 pub struct CaptureWriter {
     entry: EntryContext,
-    /// The names of each image's values; None for jsonb objects.
+    /// The names of each image's fields; None for jsonb entries.
     columns: Option<Vec<String>>,
+    types: Vec<pg_sys::Oid>,
+    formats: String,
     capture: Option<i64>,
-    /// Memory for the batch's values, reset after each batch.
-    memory: pgrx::PgMemoryContexts,
-    state: *mut pg_sys::JsonbParseState,
+    /// The batch's tuples, in binary COPY format.
+    batch: Vec<u8>,
     in_batch: usize,
-    exact: Vec<(usize, ExactValue)>,
     cascaded: Vec<i32>,
     written: usize,
+    /// Memory for what encoding a batch allocates, reset after each batch.
+    memory: pgrx::PgMemoryContexts,
 }
 
 impl CaptureWriter {
-    pub fn new(entry: EntryContext, columns: Option<Vec<String>>) -> CaptureWriter {
+    /// A writer of rows encoded by `encoder`; `columns` are their names
+    /// (None for jsonb entries).
+    pub fn new(entry: EntryContext, encoder: &Encoder, columns: Option<Vec<String>>) -> CaptureWriter {
         CaptureWriter {
             entry,
             columns,
+            types: encoder.types(),
+            formats: encoder.formats(),
             capture: None,
-            memory: pgrx::PgMemoryContexts::new("pg_invariants capture batch"),
-            state: std::ptr::null_mut(),
+            batch: Vec::new(),
             in_batch: 0,
-            exact: Vec::new(),
             cascaded: Vec::new(),
             written: 0,
+            memory: pgrx::PgMemoryContexts::new("pg_invariants capture batch"),
         }
     }
 
@@ -106,11 +110,11 @@ impl CaptureWriter {
         let id = as_extension_owner(|| {
             spi(Spi::get_one_with_args::<i64>(
                 "INSERT INTO invariants.audit_capture
-                     (id, at, txid, op, tbl, schema_name, table_name, columns, db_user, \"session_user\",
-                      application_name, client_addr, trigger_depth, statement, context)
+                     (id, at, txid, op, tbl, schema_name, table_name, columns, types, formats, db_user,
+                      \"session_user\", application_name, client_addr, trigger_depth, statement, context)
                  VALUES (pg_catalog.nextval('invariants.audit_capture_id_seq'), pg_catalog.now(),
                          pg_catalog.pg_current_xact_id(), $1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5,
-                         $6, $7, $8, $9::pg_catalog.inet, $10, $11, $12)
+                         $6, $7, $8, $9, $10, $11::pg_catalog.inet, $12, $13, $14)
                  RETURNING id",
                 &[
                     e.op.into(),
@@ -118,6 +122,8 @@ impl CaptureWriter {
                     e.table.schema.as_str().into(),
                     e.table.name.as_str().into(),
                     self.columns.clone().into(),
+                    self.types.clone().into(),
+                    self.formats.as_str().into(),
                     e.db_user.as_str().into(),
                     e.session_user.as_str().into(),
                     e.application_name.clone().into(),
@@ -133,28 +139,13 @@ impl CaptureWriter {
         id
     }
 
-    /// Adds one entry, pushed onto the batch by `push` (in the batch's
-    /// memory); `exact` holds its values jsonb cannot carry; `cascaded`
-    /// puts it one level deeper.
-    pub fn append(
-        &mut self,
-        push: impl FnOnce(&mut *mut pg_sys::JsonbParseState, &mut Vec<ExactValue>) -> Result<(), InvariantError>,
-        cascaded: bool,
-    ) -> Result<(), InvariantError> {
+    /// Adds one entry, written by `encode` (whatever it allocates goes to
+    /// the batch's memory); `cascaded` puts it one level deeper.
+    pub fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>), cascaded: bool) {
         let position = self.in_batch;
-        let mut exact = Vec::new();
-        let state = &mut self.state;
-        // SAFETY: the batch's values are made in its own memory, which
-        // lives until the batch is written (and reset then).
-        unsafe {
-            self.memory.switch_to(|_| {
-                if state.is_null() {
-                    pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY, std::ptr::null_mut());
-                }
-                push(state, &mut exact)
-            })
-        }?;
-        self.exact.extend(exact.into_iter().map(|e| (position, e)));
+        let batch = &mut self.batch;
+        // SAFETY: switches to the batch's memory for the encoding only.
+        unsafe { self.memory.switch_to(|_| encode(batch)) };
         if cascaded {
             self.cascaded.push(position as i32);
         }
@@ -162,27 +153,6 @@ impl CaptureWriter {
         if self.in_batch == BATCH {
             self.flush();
         }
-        Ok(())
-    }
-
-    /// Adds one entry that is a whole jsonb value (an event, or an image
-    /// read as jsonb).
-    pub fn append_jsonb(&mut self, value: &JsonB) -> Result<(), InvariantError> {
-        self.append(
-            |state, _| {
-                // Made in the batch's memory, which outlives its serialization.
-                if let Some(datum) = JsonB(value.0.clone()).into_datum() {
-                    // SAFETY: a jsonb datum, alive until the batch is
-                    // serialized; pushed whole as a container.
-                    unsafe {
-                        let mut binary = super::row_image::binary_value(datum);
-                        pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_ELEM, &mut binary);
-                    }
-                }
-                Ok(())
-            },
-            false,
-        )
     }
 
     fn flush(&mut self) {
@@ -190,47 +160,26 @@ impl CaptureWriter {
             return;
         }
         let capture = self.capture_id();
-        let state = &mut self.state;
-        // SAFETY: closes the batch's array and serializes it, in the batch's
-        // memory; the datum is used before the memory is reset below.
-        let images: Datum = unsafe {
-            self.memory.switch_to(|_| {
-                let array =
-                    pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_END_ARRAY, std::ptr::null_mut());
-                Datum::from(pg_sys::JsonbValueToJsonb(array))
-            })
-        };
-        let exact = (!self.exact.is_empty()).then(|| {
-            let mut object = serde_json::Map::new();
-            for (position, (column, text)) in self.exact.drain(..) {
-                let name = match &self.columns {
-                    Some(columns) => columns.get(column).cloned().unwrap_or_default(),
-                    None => column.to_string(),
-                };
-                object
-                    .entry(position.to_string())
-                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
-                    .as_object_mut()
-                    .map(|o| o.insert(name, serde_json::Value::String(text)));
-            }
-            JsonB(serde_json::Value::Object(object))
-        });
+        let images = std::mem::take(&mut self.batch);
         let cascaded = (!self.cascaded.is_empty()).then(|| std::mem::take(&mut self.cascaded));
-        // SAFETY: a jsonb value built above, passed by reference.
-        let images_arg = unsafe { pgrx::datum::DatumWithOid::new(images, pg_sys::JSONBOID) };
         as_extension_owner(|| {
             spi(Spi::run_with_args(
-                "INSERT INTO invariants.audit_rows (capture, first_id, images, exact, cascaded)
+                "INSERT INTO invariants.audit_rows (capture, first_id, entries, images, cascaded)
                  VALUES ($1, pg_catalog.nextval('invariants.audit_entry_id_seq'), $2, $3, $4)",
-                &[capture.into(), images_arg, exact.into(), cascaded.into()],
+                &[
+                    capture.into(),
+                    (self.in_batch as i32).into(),
+                    images.as_slice().into(),
+                    cascaded.into(),
+                ],
             ))
         });
-        self.state = std::ptr::null_mut();
         // SAFETY: nothing made in the batch's memory is used any more.
         unsafe { self.memory.reset() };
         self.written += self.in_batch;
         self.in_batch = 0;
-        self.exact.clear();
+        self.batch = images;
+        self.batch.clear();
     }
 
     /// Writes what is left; returns how many entries were written.

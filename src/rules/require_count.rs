@@ -17,7 +17,7 @@ use pgrx::prelude::*;
 
 use super::declare::{declare, required};
 use super::spec::{RequireCount, RuleSpec};
-use crate::catalog::{self, column_arg, first_row, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
+use crate::catalog::{self, column_arg, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 use crate::registry::{self, Level, Timing, Trigger};
@@ -782,11 +782,20 @@ impl Drop for ActiveSnapshot {
 /// counts every row whoever commits.
 fn check(count: &CompiledCount, key: &[Value]) -> Result<(), InvariantError> {
     let args: Vec<_> = key.iter().map(Value::arg).collect();
-    let claim = as_table_owner(count.parent.oid, || first_row(&count.claimed_sql, &args));
+    // The claim and the children read in one snapshot: a transaction that
+    // commits between two reads must not make a wrong verdict.
+    let (claim, actual) = crate::sql::in_one_snapshot(|| {
+        let claim = as_table_owner(count.parent.oid, || {
+            catalog::first_row_in_snapshot(&count.claimed_sql, &args)
+        });
+        let actual = as_table_owner(count.child.oid, || {
+            crate::sql::one_in_snapshot::<i64>(&count.actual_sql, &args)
+        });
+        (claim, actual.unwrap_or(0))
+    });
     let Some(claimed) = claim.first() else {
         return Ok(()); // the parent is gone
     };
-    let actual = as_table_owner(count.child.oid, || crate::sql::one::<i64>(&count.actual_sql, &args)).unwrap_or(0);
     let claimed = claimed.datum.map(|d| d.value() as i64);
     if claimed == Some(actual) {
         return Ok(());
