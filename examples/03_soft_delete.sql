@@ -41,12 +41,20 @@ SELECT invariants.enable_soft_delete('agency.contacts');
 DELETE FROM agency.agencies;
 \set ON_ERROR_STOP on
 
--- purge is the only way rows really go, children first, each copied to the log.
-UPDATE agency.users SET deleted_at = now() - interval '90 days' WHERE id = 2;
+-- A deleted row stays deleted: a stale save (an ORM writing every column)
+-- changes nothing, and DELETE of it neither.
+UPDATE agency.users SET deleted_at = NULL, email = 'stale@example.com' WHERE id = 2;   -- UPDATE 0
 DELETE FROM agency.users WHERE id = 2;    -- already deleted: nothing changes
+
+-- purge is the only way rows really go, children first, each copied to the log.
+-- (Here the deletion is backdated by hand, which takes the owner's switch.)
+BEGIN;
+SET LOCAL invariants.allow_undelete = on;
+UPDATE agency.users SET deleted_at = now() - interval '90 days' WHERE id = 2;
 UPDATE agency.talent SET deleted_at = now() - interval '90 days' WHERE user_id = 2;
 UPDATE agency.deal SET deleted_at = now() - interval '90 days'
  WHERE talent_id IN (SELECT id FROM agency.talent WHERE user_id = 2);
+COMMIT;
 SELECT invariants.purge('agency.users', older_than => '30 days') AS users_purged;
 SELECT table_name, count(*) FROM invariants.audit_log WHERE op = 'PURGE' GROUP BY 1 ORDER BY 1;
 

@@ -18,6 +18,7 @@ pub static ALLOW_TRUNCATE: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Lets the table's owner DROP a protected table, one of its columns, or one
 /// of the extension's triggers on it, in this transaction.
 pub static ALLOW_DROP: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ALLOW_UNDELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Overrides a protected table's max_delete_rows for its owner (0 = no
 /// limit; -1, the default, keeps the table's own).
@@ -54,6 +55,14 @@ pub fn register() {
         c"Allow dropping protected tables (or their columns, or pg_invariants' triggers on them) the current user owns.",
         c"Use SET LOCAL; each allowed drop is recorded in invariants.audit_log.",
         &ALLOW_DROP,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"invariants.allow_undelete",
+        c"Let UPDATEs reach soft-deleted rows of soft-delete tables the current user owns.",
+        c"Use SET LOCAL, for repairs by hand; invariants.undelete() needs no switch.",
+        &ALLOW_UNDELETE,
         GucContext::Userset,
         GucFlags::default(),
     );

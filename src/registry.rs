@@ -55,6 +55,9 @@ pub struct Trigger {
     /// The name of the OLD transition table, for statement triggers that
     /// read the rows.
     pub old_table: Option<&'static str>,
+    /// A row trigger that fires only for rows whose old value of this
+    /// column is set (`WHEN (OLD.column IS NOT NULL)`).
+    pub when_old_set: Option<String>,
 }
 
 impl Trigger {
@@ -91,8 +94,11 @@ impl Trigger {
             format!(" REFERENCING OLD TABLE AS {}", quote_ident(name))
         });
         let args: Vec<String> = self.args.iter().map(|a| quote_literal(a)).collect();
+        let when = self.when_old_set.as_ref().map_or(String::new(), |column| {
+            format!(" WHEN (OLD.{} IS NOT NULL)", quote_ident(column))
+        });
         format!(
-            "CREATE TRIGGER {} {} {} ON {}{referencing} FOR EACH {} EXECUTE FUNCTION invariants.{}({})",
+            "CREATE TRIGGER {} {} {} ON {}{referencing} FOR EACH {}{when} EXECUTE FUNCTION invariants.{}({})",
             quote_ident(&self.name),
             if self.timing == Timing::Before {
                 "BEFORE"
@@ -168,6 +174,8 @@ struct Existing {
     tgtype: i16,
     columns: Vec<String>,
     old_table: Option<String>,
+    /// Its WHEN condition, as Postgres shows it; None without one.
+    when: Option<String>,
     enabled: String,
     cloned: bool,
 }
@@ -182,10 +190,12 @@ fn existing(relid: Oid, needed: &[Required]) -> Vec<Existing> {
             "SELECT t.tgname::text, p.proname::text, t.tgargs, t.tgtype,
                     ARRAY(SELECT a.attname::text FROM unnest(t.tgattr::int2[]) k
                             JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k ORDER BY 1),
-                    t.tgoldtable::text, t.tgenabled::text, t.tgparentid <> 0
+                    t.tgoldtable::text, t.tgenabled::text, t.tgparentid <> 0,
+                    CASE WHEN t.tgqual IS NOT NULL
+                         THEN pg_catalog.substring(pg_catalog.pg_get_triggerdef(t.oid), ' WHEN (.*) EXECUTE ') END
                FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
               WHERE t.tgrelid = $1
-                AND (p.pronamespace = 'invariants'::pg_catalog.regnamespace OR t.tgname = ANY ($2))
+                AND (p.pronamespace = pg_catalog.to_regnamespace('invariants') OR t.tgname = ANY ($2))
               ORDER BY 1",
             None,
             &[relid.into(), names.into()],
@@ -203,6 +213,7 @@ fn existing(relid: Oid, needed: &[Required]) -> Vec<Existing> {
             tgtype: spi(row.get::<i16>(4)).unwrap_or_default(),
             columns: spi(row.get::<Vec<String>>(5)).unwrap_or_default(),
             old_table: spi(row.get::<String>(6)),
+            when: spi(row.get::<String>(9)),
             enabled: spi(row.get::<String>(7)).unwrap_or_default(),
             cloned: spi(row.get::<bool>(8)).unwrap_or(false),
         })
@@ -218,6 +229,20 @@ fn matches(existing: &Existing, trigger: &Trigger) -> bool {
         && existing.tgtype == trigger.tgtype()
         && existing.columns == columns
         && existing.old_table.as_deref() == trigger.old_table
+        && existing.when.as_deref().map(normalized_when)
+            == trigger
+                .when_old_set
+                .as_deref()
+                .map(|c| normalized_when(&format!("old.{} IS NOT NULL", quote_ident(c))))
+}
+
+/// A WHEN condition as text to compare: lowercase, without quotes,
+/// parentheses or spaces (Postgres shows `(old.deleted_at IS NOT NULL)`).
+fn normalized_when(text: &str) -> String {
+    text.chars()
+        .filter(|c| !matches!(c, '"' | '(' | ')' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// How one of a table's triggers differs from what it needs.

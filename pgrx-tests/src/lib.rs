@@ -91,16 +91,18 @@ impl TestDb {
     }
 }
 
-/// Creates a login role afresh on the plain cluster (roles are shared by
-/// every database of a cluster).
+/// Creates a login role, where missing, on both clusters (roles are shared
+/// by every database of a cluster).
 pub fn fresh_role(name: &str) {
-    let mut admin = connect("postgres");
-    let exists: bool = admin
-        .query_one("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", &[&name])
-        .unwrap()
-        .get(0);
-    if !exists {
-        admin.batch_execute(&format!("CREATE ROLE {name} LOGIN")).unwrap();
+    for port in [port(), preload_port()] {
+        let mut admin = connect_on(port, "postgres", "postgres");
+        let exists: bool = admin
+            .query_one("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", &[&name])
+            .unwrap()
+            .get(0);
+        if !exists {
+            admin.batch_execute(&format!("CREATE ROLE {name} LOGIN")).unwrap();
+        }
     }
 }
 

@@ -83,5 +83,6 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         columns: Vec::new(),
         level: Level::Statement,
         old_table: Some("invariants_deleted"),
+        when_old_set: None,
     }]
 }

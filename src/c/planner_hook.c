@@ -30,8 +30,12 @@ pgi_planner(Query *parse, const char *query_string, int cursor_options,
 	PlannedStmt *planned;
 	bool		converted = false;
 
-	/* Only a DELETE, or a WITH query that may hold one, is Rust's business. */
-	if (parse->commandType == CMD_DELETE || parse->cteList != NIL)
+	/*
+	 * Only a DELETE or an UPDATE, or a WITH query that may hold one, is
+	 * Rust's business.
+	 */
+	if (parse->commandType == CMD_DELETE || parse->commandType == CMD_UPDATE ||
+		parse->cteList != NIL)
 		converted = pgi_convert_soft_deletes(parse);
 
 	if (previous_planner != NULL)

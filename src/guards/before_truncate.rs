@@ -53,6 +53,7 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         columns: Vec::new(),
         level: Level::Statement,
         old_table: None,
+        when_old_set: None,
     }]
 }
 

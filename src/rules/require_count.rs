@@ -224,6 +224,7 @@ pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
                 columns: vec![spec.count_column.clone()],
                 level: Level::Row,
                 old_table: None,
+                when_old_set: None,
             });
         }
         if catalog::oid_of(&spec.child).is_some_and(|child| lineage.contains(&child)) {
@@ -246,6 +247,7 @@ pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
             columns,
             level: Level::Row,
             old_table: None,
+            when_old_set: None,
         });
     }
     triggers

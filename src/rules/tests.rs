@@ -652,6 +652,7 @@ mod tests {
             "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.enforce_rules()",
             "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed()",
             "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_keep()",
         ];
         for create in misuses {
             run(create);

@@ -5,7 +5,7 @@ use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
 use super::cascade_keys;
-use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, ROW_TRIGGER, UPDATE_TRIGGER};
+use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, KEEP_TRIGGER, ROW_TRIGGER, UPDATE_TRIGGER};
 use crate::catalog::{invalidate, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{as_extension_owner, pinned};
@@ -225,6 +225,7 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         columns,
         level,
         old_table: None,
+        when_old_set: None,
     };
     let mut triggers = vec![
         trigger(
@@ -261,8 +262,22 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         ));
     }
     // With its column gone, DELETE is refused by the row trigger; there is
-    // nothing to cascade.
+    // nothing to cascade, and no deleted row to keep.
     if crate::catalog::columns(relid).iter().any(|c| c.name == column) {
+        // A deleted row stays deleted: an UPDATE that reaches it changes
+        // nothing. Called only for such rows (the WHEN condition is
+        // evaluated by the executor).
+        triggers.push(Trigger {
+            when_old_set: Some(column.clone()),
+            ..trigger(
+                KEEP_TRIGGER,
+                "soft_delete_keep",
+                Timing::Before,
+                registry::UPDATE,
+                Vec::new(),
+                Level::Row,
+            )
+        });
         triggers.push(trigger(
             CASCADE_TRIGGER,
             "soft_delete_cascade",

@@ -109,8 +109,9 @@ fn target(relid: Oid) -> std::rc::Rc<Target> {
     })
 }
 
-/// Converts the DELETEs of `query` and of its WITH queries; true when
-/// `query` itself was one.
+/// Converts the DELETEs of `query` and of its WITH queries into soft
+/// deletes, and keeps their UPDATEs from reaching soft-deleted rows; true
+/// when `query` itself was a DELETE.
 ///
 /// # Safety
 /// `query` must be a valid, rewritten query tree.
@@ -125,11 +126,17 @@ unsafe fn convert_deletes(query: *mut pg_sys::Query) -> bool {
                 convert_deletes(inner.cast());
             }
         }
-        if q.commandType != pg_sys::CmdType::CMD_DELETE || q.resultRelation <= 0 {
+        let delete = q.commandType == pg_sys::CmdType::CMD_DELETE;
+        let update = q.commandType == pg_sys::CmdType::CMD_UPDATE;
+        if !(delete || update) || q.resultRelation <= 0 {
             return false;
         }
-        // Foreign-key actions run with this flag: they stay real deletes.
-        if pg_sys::InNoForceRLSOperation() {
+        // Foreign-key actions, and the extension's own work (undelete,
+        // purge, restore, the cascade), run with this flag: their deletes
+        // stay real and their updates reach deleted rows. So do the updates
+        // of an owner who set invariants.allow_undelete (the trigger checks
+        // who set it).
+        if pg_sys::InNoForceRLSOperation() || (update && crate::guc::ALLOW_UNDELETE.get()) {
             return false;
         }
         let Some(rte) = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(q.resultRelation as usize - 1)
@@ -142,8 +149,34 @@ unsafe fn convert_deletes(query: *mut pg_sys::Query) -> bool {
         }
         let target = target(relid);
         let Some(target) = &target.0 else { return false };
+        if update {
+            // A deleted row is deleted for every write: UPDATE 0, as after
+            // a hard delete.
+            let jointree = &mut *q.jointree;
+            jointree.quals = pg_sys::make_and_qual(jointree.quals, not_deleted(q.resultRelation, target.attnum).cast());
+            return false;
+        }
         soft_delete_instead(q, rte, target);
         true
+    }
+}
+
+/// `<column> IS NULL` on the result relation.
+///
+/// # Safety
+/// `relation` and `attnum` must name the soft-delete column of the query's
+/// result relation.
+unsafe fn not_deleted(relation: i32, attnum: i16) -> *mut pg_sys::NullTest {
+    // SAFETY: builds planner nodes in the current memory context, as the
+    // parser would.
+    unsafe {
+        let column = pg_sys::makeVar(relation, attnum, pg_sys::TIMESTAMPTZOID, -1, pg_sys::InvalidOid, 0);
+        let is_null = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
+        (*is_null).xpr.type_ = pg_sys::NodeTag::T_NullTest;
+        (*is_null).arg = column.cast();
+        (*is_null).nulltesttype = pg_sys::NullTestType::IS_NULL;
+        (*is_null).location = -1;
+        is_null
     }
 }
 
@@ -169,21 +202,8 @@ unsafe fn soft_delete_instead(q: &mut pg_sys::Query, rte: *mut pg_sys::RangeTblE
         let assignment = pg_sys::makeTargetEntry(now.cast(), attnum, column_name, false);
         q.targetList = pg_sys::lappend(q.targetList, assignment.cast());
 
-        let column = pg_sys::makeVar(
-            q.resultRelation,
-            attnum,
-            pg_sys::TIMESTAMPTZOID,
-            -1,
-            pg_sys::InvalidOid,
-            0,
-        );
-        let is_null = pg_sys::palloc0(std::mem::size_of::<pg_sys::NullTest>()) as *mut pg_sys::NullTest;
-        (*is_null).xpr.type_ = pg_sys::NodeTag::T_NullTest;
-        (*is_null).arg = column.cast();
-        (*is_null).nulltesttype = pg_sys::NullTestType::IS_NULL;
-        (*is_null).location = -1;
         let jointree = &mut *q.jointree;
-        jointree.quals = pg_sys::make_and_qual(jointree.quals, is_null.cast());
+        jointree.quals = pg_sys::make_and_qual(jointree.quals, not_deleted(q.resultRelation, attnum).cast());
 
         // UPDATE OF <column> triggers see the column as updated; permissions
         // stay those of a DELETE.

@@ -30,6 +30,7 @@ pub const ROW_TRIGGER: &str = "invariants_soft_delete";
 pub const UPDATE_TRIGGER: &str = "invariants_soft_delete_update";
 pub const APPLY_TRIGGER: &str = "invariants_soft_delete_apply";
 pub const CASCADE_TRIGGER: &str = "invariants_soft_delete_cascade";
+pub const KEEP_TRIGGER: &str = "invariants_soft_delete_keep";
 
 pgrx::extension_sql!(
     r#"
@@ -41,6 +42,8 @@ CREATE FUNCTION invariants.soft_delete_apply() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_apply';
 CREATE FUNCTION invariants.soft_delete_cascade() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_cascade';
+CREATE FUNCTION invariants.soft_delete_keep() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'soft_delete_keep';
 "#,
     name = "soft_delete_triggers",
     requires = ["schema"]
@@ -50,6 +53,45 @@ crate::c_function!(soft_delete_row, pg_finfo_soft_delete_row, row_body);
 crate::c_function!(soft_delete_update, pg_finfo_soft_delete_update, update_body);
 crate::c_function!(soft_delete_apply, pg_finfo_soft_delete_apply, apply_body);
 crate::c_function!(soft_delete_cascade, pg_finfo_soft_delete_cascade, cascade_body);
+crate::c_function!(soft_delete_keep, pg_finfo_soft_delete_keep, keep_body);
+
+/// `invariants.soft_delete_keep()`: BEFORE UPDATE FOR EACH ROW, fired only
+/// for rows already soft-deleted (`WHEN (OLD.<column> IS NOT NULL)`). A
+/// deleted row is deleted for every write: the UPDATE skips it (nothing
+/// changes, the row is not counted), as it would find no row after a hard
+/// delete. Let through: the extension's own work and foreign-key actions
+/// (undelete, purge, restore, the cascade; they run without row-level
+/// security forced, as Postgres runs foreign-key actions), and the table's
+/// owner who sets `invariants.allow_undelete`.
+fn keep_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {
+    // SAFETY: fcinfo is the one Postgres passed to this C function.
+    let trigger = unsafe { trigger_data(fcinfo)? };
+    let event = trigger.tg_event;
+    if event & pg_sys::TRIGGER_EVENT_OPMASK != pg_sys::TRIGGER_EVENT_UPDATE
+        || event & pg_sys::TRIGGER_EVENT_ROW == 0
+        || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_BEFORE
+    {
+        return Err(InvariantError::new(
+            Code::ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED,
+            "invariants.soft_delete_keep() must run BEFORE UPDATE ... FOR EACH ROW",
+        ));
+    }
+    // SAFETY: reads the backend's security context flags.
+    let internal = unsafe { pg_sys::InNoForceRLSOperation() };
+    if internal {
+        return Ok(Datum::from(trigger.tg_newtuple));
+    }
+    if crate::guc::ALLOW_UNDELETE.get() {
+        // SAFETY: the trigger manager passes an open relation.
+        let relid = unsafe { (*trigger.tg_relation).rd_id };
+        if let Some(table) = Table::lookup(relid) {
+            crate::privilege::pinned(|| crate::guards::switch_allows("invariants.allow_undelete", &table))?;
+            return Ok(Datum::from(trigger.tg_newtuple));
+        }
+    }
+    // NULL: the row is skipped.
+    Ok(Datum::from(0))
+}
 
 /// A row kept by the row trigger, waiting for the statement's UPDATE.
 struct Pending {

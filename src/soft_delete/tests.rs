@@ -34,8 +34,13 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM talent WHERE deleted_at = now()"), 10);
         assert_eq!(count("SELECT count(*) FROM deal WHERE deleted_at = now()"), 25);
         assert_eq!(count("SELECT count(*) FROM deal WHERE deleted_at IS NULL"), 25);
-        // Deleting an already deleted row changes nothing.
+        // A deleted row stays as it is: an UPDATE skips it, unless its owner
+        // sets the switch (a repair by hand); DELETE changes nothing either.
         run("UPDATE users SET deleted_at = '2020-01-01' WHERE id = 1");
+        assert_eq!(count("SELECT count(*) FROM users WHERE deleted_at = now()"), 1);
+        run("SET LOCAL invariants.allow_undelete = on");
+        run("UPDATE users SET deleted_at = '2020-01-01' WHERE id = 1");
+        run("RESET invariants.allow_undelete");
         run("DELETE FROM users WHERE id = 1");
         assert_eq!(count("SELECT count(*) FROM users WHERE deleted_at = '2020-01-01'"), 1);
     }
@@ -100,9 +105,11 @@ mod tests {
         run("DELETE FROM users WHERE id = 1");
         // Not old enough yet.
         assert_eq!(count("SELECT invariants.purge('users')"), 0);
+        run("SET LOCAL invariants.allow_undelete = on");
         run("UPDATE users SET deleted_at = deleted_at - interval '40 days' WHERE deleted_at IS NOT NULL");
         run("UPDATE talent SET deleted_at = deleted_at - interval '40 days' WHERE deleted_at IS NOT NULL");
         run("UPDATE deal SET deleted_at = deleted_at - interval '40 days' WHERE deleted_at IS NOT NULL");
+        run("RESET invariants.allow_undelete");
         assert_eq!(count("SELECT invariants.purge('users', '30 days')"), 1);
         assert_eq!(
             (
