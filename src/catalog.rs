@@ -473,10 +473,11 @@ fn first_row_with(sql: &str, args: &[pgrx::datum::DatumWithOid], read_only: bool
                 return Vec::new();
             }
             let desc = (*table).tupdesc;
+            let attributes = pgrx::PgTupleDesc::from_pg_unchecked(desc);
             let tuple = *(*table).vals;
             (1..=(*desc).natts)
-                .map(|i| {
-                    let attr = &*(*desc).attrs.as_ptr().add(i as usize - 1);
+                .filter_map(|i| Some((i, attributes.get(i as usize - 1)?)))
+                .map(|(i, attr)| {
                     let mut is_null = false;
                     let datum = pg_sys::SPI_getbinval(tuple, desc, i, &mut is_null);
                     Value {

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 pub mod audit;
 pub mod audit_log;
 pub mod catalog;
+pub mod compat;
 pub mod errors;
 pub mod fast_hash;
 pub mod guards;
@@ -56,12 +57,18 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![
-            "shared_preload_libraries = 'pg_cron'",
-            "cron.database_name = 'pgrx_tests'",
+        let mut options = vec![
             // scripts/test checks that every error is raised by a test.
             "pg_invariants_test.error_coverage = '/tmp/pg_invariants_test/error-sites'",
-        ]
+        ];
+        // pg_cron is Debian's package, built for PostgreSQL 15 here.
+        if cfg!(feature = "pg15") {
+            options.extend([
+                "shared_preload_libraries = 'pg_cron'",
+                "cron.database_name = 'pgrx_tests'",
+            ]);
+        }
+        options
     }
 }
 

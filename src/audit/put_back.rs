@@ -73,6 +73,10 @@ impl Outcome {
 struct Fields {
     targets: Vec<Option<Column>>,
     decoder: Decoder,
+    /// 0.1.0's entries (format `j`): each image one jsonb object of the
+    /// row, read with jsonb_populate_record; `targets` then lists the
+    /// columns the objects hold.
+    legacy: bool,
 }
 
 impl Fields {
@@ -98,7 +102,7 @@ pub fn put_back(table: &Table, capture: &Capture) -> Outcome {
         .iter()
         .enumerate()
         .all(|(i, t)| t.as_ref().is_none_or(|c| Some(&c.type_oid) == capture.types.get(i)));
-    let binary = !capture.formats.contains('t');
+    let binary = !capture.formats.contains('t') && !fields.legacy;
     if capture.entries >= COPY_MIN && same_types && binary {
         match copy_in(table, capture, &fields) {
             Ok(restored) => {
@@ -126,6 +130,9 @@ pub fn put_back(table: &Table, capture: &Capture) -> Outcome {
 /// Matches the capture's fields to the table's columns; why not, when a
 /// column the table needs is missing or a logged type is gone.
 fn fields(table: &Table, capture: &Capture) -> Result<Fields, String> {
+    if capture.formats == "j" {
+        return legacy_fields(table, capture);
+    }
     let Some(names) = &capture.columns else {
         return Err(format!("capture {} holds no row images", capture.id));
     };
@@ -150,7 +157,43 @@ fn fields(table: &Table, capture: &Capture) -> Result<Fields, String> {
             gone.to_u32()
         ));
     }
-    Ok(Fields { targets, decoder })
+    Ok(Fields {
+        targets,
+        decoder,
+        legacy: false,
+    })
+}
+
+/// The fields of a 0.1.0 capture: the table's columns its first object
+/// names (a column added since takes its default).
+fn legacy_fields(table: &Table, capture: &Capture) -> Result<Fields, String> {
+    let decoder = Decoder::new(&[pg_sys::JSONBOID], "b", Purpose::Restore);
+    let first = batches(capture.id)
+        .first()
+        .map(|first_id| batch_images(capture.id, *first_id))
+        .unwrap_or_default();
+    let keys: Vec<String> = binary::tuples(&first)
+        .next_tuple()
+        .and_then(|fields| fields.first().copied().flatten().map(<[u8]>::to_vec))
+        .and_then(|bytes| {
+            // SAFETY: the field is a jsonb written by jsonb_send; read back
+            // with formats pinned.
+            let datum = with_canonical_formats(|| unsafe { decoder.decode(0, &bytes) }).ok()?;
+            // SAFETY: a jsonb datum just made.
+            let object = unsafe { pgrx::JsonB::from_polymorphic_datum(datum, false, pg_sys::JSONBOID) }?;
+            Some(object.0.as_object()?.keys().cloned().collect())
+        })
+        .ok_or_else(|| format!("capture {} holds no row images", capture.id))?;
+    let targets = catalog::columns(table.oid)
+        .into_iter()
+        .filter(|c| !c.generated && keys.contains(&c.name))
+        .map(Some)
+        .collect();
+    Ok(Fields {
+        targets,
+        decoder,
+        legacy: true,
+    })
 }
 
 /// The first entry id of each batch of the capture, in order.
@@ -367,6 +410,10 @@ unsafe fn batch_rows(
     fields: &Fields,
     images: &[u8],
 ) -> Result<(Datum, i64), InvariantError> {
+    if fields.legacy {
+        // SAFETY: per the contract.
+        return unsafe { legacy_rows(fields, images) };
+    }
     // SAFETY: per the contract; the row type's descriptor is held while
     // the rows are formed, and every datum is made in the current context.
     unsafe {
@@ -417,6 +464,51 @@ unsafe fn batch_rows(
     }
 }
 
+/// The jsonb objects of one batch of a 0.1.0 capture, as a jsonb array.
+///
+/// # Safety
+/// As [`batch_rows`].
+unsafe fn legacy_rows(fields: &Fields, images: &[u8]) -> Result<(Datum, i64), InvariantError> {
+    let mut objects: Vec<Datum> = Vec::new();
+    let mut tuples = binary::tuples(images);
+    while let Some(row) = tuples.next_tuple() {
+        if let Some(Some(bytes)) = row.first() {
+            // SAFETY: per the contract.
+            objects.push(unsafe { fields.decoder.decode(0, bytes)? });
+        }
+    }
+    let count = objects.len() as i64;
+    // SAFETY: an array of jsonb values made in the current context.
+    let array = unsafe {
+        pg_sys::construct_array(
+            objects.as_mut_ptr(),
+            objects.len() as i32,
+            pg_sys::JSONBOID,
+            -1,
+            false,
+            pg_sys::TYPALIGN_INT as std::ffi::c_char,
+        )
+    };
+    Ok((Datum::from(array), count))
+}
+
+/// Where a statement reads the batch's rows: `r` the rows, and the
+/// expression of their order in the batch.
+fn source(table: &Table, fields: &Fields) -> (String, &'static str) {
+    if fields.legacy {
+        (
+            format!(
+                "pg_catalog.unnest($1) WITH ORDINALITY AS e(image, ordinality)
+                 CROSS JOIN LATERAL pg_catalog.jsonb_populate_record(NULL::{}, e.image) AS r",
+                table.qualified()
+            ),
+            "e.ordinality",
+        )
+    } else {
+        ("pg_catalog.unnest($1) WITH ORDINALITY AS r".to_string(), "r.ordinality")
+    }
+}
+
 /// A value of the logged type `from` as a value of the column's type now:
 /// through their text forms when the type changed.
 ///
@@ -447,7 +539,11 @@ fn row_array_type(table: &Table) -> Oid {
 /// Runs `sql` (its `$1` the batch's rows) for each batch, as the owner;
 /// returns the rows it reported done and the entries it was given.
 fn each_batch(table: &Table, capture: &Capture, fields: &Fields, sql: &str) -> Result<(i64, i64), InvariantError> {
-    let array_type = row_array_type(table);
+    let array_type = if fields.legacy {
+        pg_sys::JSONBARRAYOID
+    } else {
+        row_array_type(table)
+    };
     let (mut done, mut given) = (0, 0);
     for first_id in batches(capture.id) {
         let images = batch_images(capture.id, first_id);
@@ -471,10 +567,11 @@ fn insert_skipping_conflicts(table: &Table, capture: &Capture, fields: &Fields) 
     let names = fields.names();
     let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
     let select: Vec<String> = names.iter().map(|n| format!("r.{}", quote_ident(n))).collect();
+    let (from, _) = source(table, fields);
     let sql = format!(
         "WITH done AS (
              INSERT INTO {t} ({list}) OVERRIDING SYSTEM VALUE
-             SELECT {select} FROM pg_catalog.unnest($1) AS r
+             SELECT {select} FROM {from}
              ON CONFLICT DO NOTHING RETURNING 1)
          SELECT pg_catalog.count(*) FROM done",
         t = table.qualified(),
@@ -509,9 +606,10 @@ fn update_by_key(table: &Table, capture: &Capture, fields: &Fields) -> Outcome {
     }
     let keys: Vec<String> = key.iter().map(|c| format!("r.{}", quote_ident(c))).collect();
     let matches: Vec<String> = key.iter().map(|c| format!("t.{0} = s.{0}", quote_ident(c))).collect();
+    let (from, ordinality) = source(table, fields);
     let sql = format!(
-        "WITH s AS (SELECT DISTINCT ON ({keys}) r.* FROM pg_catalog.unnest($1) WITH ORDINALITY AS r
-                     ORDER BY {keys}, r.ordinality),
+        "WITH s AS (SELECT DISTINCT ON ({keys}) r.* FROM {from}
+                     ORDER BY {keys}, {ordinality}),
               done AS (UPDATE {t} AS t SET {sets} FROM s WHERE {matches} RETURNING 1)
          SELECT pg_catalog.count(*) FROM done",
         keys = keys.join(", "),

@@ -21,6 +21,10 @@ use pgrx::pg_sys::Oid;
 pub const TRIGGER_NAME: &str = "invariants_truncate";
 
 crate::c_function!(before_truncate, pg_finfo_before_truncate, before_truncate_body);
+// 0.1.0's name of this trigger function, kept so that tables keep their
+// TRUNCATE guard between installing this version and ALTER EXTENSION
+// UPDATE (which moves them to before_truncate).
+crate::c_function!(audit_truncate, pg_finfo_audit_truncate, before_truncate_body);
 
 pgrx::extension_sql!(
     r#"

@@ -114,10 +114,14 @@ fn event_data<'a>(fcinfo: pg_sys::FunctionCallInfo) -> Result<&'a pg_sys::EventT
 /// True when the extension is being dropped (or is not installed in this
 /// database any more): nothing is left to guard.
 fn extension_gone() -> bool {
+    // Also while the database's catalog is another version's than this
+    // library's: between installing a new version and ALTER EXTENSION
+    // UPDATE (and while that runs), the guards stand aside rather than
+    // read tables that are not yet what they expect.
     crate::sql::one::<bool>(
-        "SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants')
+        "SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_invariants' AND extversion = $1)
              OR pg_catalog.to_regclass('invariants.protected_tables') IS NULL",
-        &[],
+        &[env!("CARGO_PKG_VERSION").into()],
     ) == Some(true)
 }
 

@@ -469,6 +469,11 @@ mod tests {
             "22023"
         );
         assert_eq!(sqlstate_of("SELECT invariants.schedule_repair(NULL)"), "22004");
+        // pg_cron has no build for every Postgres version this is tested on
+        // (scripts/test says which): there, the job itself is not tested.
+        if count("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_cron'") == 0 {
+            return;
+        }
         run("CREATE EXTENSION pg_cron");
         let job = Spi::get_one::<i64>("SELECT invariants.schedule_repair('*/5 * * * *')")
             .unwrap()

@@ -205,20 +205,10 @@ unsafe fn soft_delete_instead(q: &mut pg_sys::Query, rte: *mut pg_sys::RangeTblE
         let jointree = &mut *q.jointree;
         jointree.quals = pg_sys::make_and_qual(jointree.quals, not_deleted(q.resultRelation, attnum).cast());
 
-        // UPDATE OF <column> triggers see the column as updated; permissions
-        // stay those of a DELETE.
-        (*rte).updatedCols = pg_sys::bms_add_member(
-            (*rte).updatedCols,
-            attnum as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
-        );
-        // Stored generated columns are recomputed, as the rewriter arranges
-        // for an UPDATE written by hand (all of them: never too few).
-        for generated in &target.generated {
-            (*rte).extraUpdatedCols = pg_sys::bms_add_member(
-                (*rte).extraUpdatedCols,
-                *generated as i32 - pg_sys::FirstLowInvalidHeapAttributeNumber,
-            );
-        }
+        // UPDATE OF <column> triggers see the column as updated, and stored
+        // generated columns are recomputed (all of them: never too few);
+        // permissions stay those of a DELETE.
+        crate::compat::updated_columns::mark_updated(q, rte, attnum, &target.generated);
         q.commandType = pg_sys::CmdType::CMD_UPDATE;
     }
 }
