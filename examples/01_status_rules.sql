@@ -64,10 +64,16 @@ SELECT op, count(*) FROM invariants.audit_log GROUP BY op;
 
 SELECT jsonb_pretty(invariants.health());
 
--- Self-healing without a web endpoint, a shared secret or an external cron.
+-- Self-healing without a web endpoint, a shared secret or an external cron,
+-- where pg_cron is installed.
+SELECT count(*) = 1 AS have_pg_cron FROM pg_available_extensions WHERE name = 'pg_cron' \gset
+\if :have_pg_cron
 CREATE EXTENSION IF NOT EXISTS pg_cron;
 SELECT invariants.schedule_repair('*/5 * * * *') > 0 AS scheduled;
 SELECT jobname, schedule, command FROM cron.job;
+\else
+\echo 'pg_cron is not installed on this server: the scheduled repair is skipped'
+\endif
 
 -- The outcome, checked.
 DO $$
