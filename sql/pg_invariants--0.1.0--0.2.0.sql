@@ -4,6 +4,14 @@
 -- declared before keeps working (pgrx-tests/tests/upgrade.rs checks both).
 \echo Use "ALTER EXTENSION pg_invariants UPDATE" to load this file. \quit
 
+-- New columns of the settings tables first: the new library's DDL guards
+-- read them as soon as this script's statements run.
+ALTER TABLE invariants.audited_tables
+    ADD COLUMN updates boolean NOT NULL DEFAULT false,
+    ADD COLUMN exclude text[] NOT NULL DEFAULT '{}';
+ALTER TABLE invariants.protected_tables
+    ADD COLUMN max_update_rows bigint CHECK (max_update_rows >= 0);
+
 -- Rule values are checked and compared in the column's own type, as the
 -- table's owner: the PL/pgSQL cast helper is gone.
 DROP FUNCTION invariants.is_valid_input(text, oid);
@@ -42,6 +50,7 @@ CREATE TABLE invariants.audit_capture (
     columns          text[],
     types            oid[]       NOT NULL,
     formats          text        NOT NULL,
+    parts            text,
     db_user          text        NOT NULL,
     "session_user"   text        NOT NULL,
     application_name text,
@@ -108,9 +117,9 @@ SELECT pg_catalog.setval('invariants.audit_entry_id_seq',
 
 ALTER TABLE invariants.audit_log RENAME TO audit_log_0_1_0;
 
-CREATE FUNCTION invariants.audit_entries(columns text[], types oid[], formats text, images bytea)
+CREATE FUNCTION invariants.audit_entries(columns text[], types oid[], formats text, parts text, images bytea)
     RETURNS SETOF jsonb LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'audit_entries';
-COMMENT ON FUNCTION invariants.audit_entries(text[], oid[], text, bytea) IS
+COMMENT ON FUNCTION invariants.audit_entries(text[], oid[], text, text, bytea) IS
     'The row_data of each entry of one batch of the audit log, in order.';
 CREATE VIEW invariants.audit_log AS
 SELECT r.first_id + e.n - 1                         AS id,
@@ -131,7 +140,8 @@ SELECT r.first_id + e.n - 1                         AS id,
        c.id                                         AS capture
   FROM invariants.audit_capture c
   JOIN invariants.audit_rows r ON r.capture = c.id
-  CROSS JOIN LATERAL invariants.audit_entries(c.columns, c.types, c.formats, r.images) WITH ORDINALITY AS e(row_data, n);
+  CROSS JOIN LATERAL invariants.audit_entries(c.columns, c.types, c.formats, c.parts, r.images)
+       WITH ORDINALITY AS e(row_data, n);
 COMMENT ON VIEW invariants.audit_log IS
     'Append-only: one row per deleted, truncated, purged, repaired or updated row, or event. Only invariants.prune_audit removes entries.';
 REVOKE ALL ON invariants.audit_log FROM PUBLIC;
@@ -188,8 +198,8 @@ REVOKE ALL ON invariants.audit_capture FROM PUBLIC;
 REVOKE ALL ON invariants.audit_rows FROM PUBLIC;
 REVOKE ALL ON invariants.audit_restored FROM PUBLIC;
 
--- restore() reports a row per table, with the table's name and what could
--- not be restored.
+-- restore() reports a row per table, with the table's name, what could
+-- not be restored, and the keys of updated rows it left as they are.
 DROP FUNCTION invariants.restore(xid8, regclass, timestamp with time zone);
 CREATE FUNCTION invariants."restore"(
 	"txid" xid8 DEFAULT NULL,
@@ -200,10 +210,36 @@ CREATE FUNCTION invariants."restore"(
 	"restored" bigint,
 	"skipped" bigint,
 	"table_name" TEXT,
-	"problem" TEXT
+	"problem" TEXT,
+	"conflicts" jsonb
 )
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'restore_wrapper';
+
+-- The audit of UPDATEs and columns kept out of the log (enable_audit), and
+-- an UPDATE budget (protect): the settings tables' new columns are added
+-- first of all, above.
+DROP FUNCTION invariants.enable_audit(regclass, bigint);
+CREATE FUNCTION invariants."enable_audit"(
+	"tbl" regclass,
+	"truncate_capture_limit" bigint DEFAULT 1000000,
+	"updates" bool DEFAULT false,
+	"exclude" TEXT[] DEFAULT '{}'
+) RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'enable_audit_wrapper';
+DROP FUNCTION invariants.protect(regclass, bigint);
+CREATE FUNCTION invariants."protect"(
+	"tbl" regclass,
+	"max_delete_rows" bigint DEFAULT 1000,
+	"max_update_rows" bigint DEFAULT NULL
+) RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'protect_wrapper';
+CREATE FUNCTION invariants.audit_update() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'audit_update';
+CREATE FUNCTION invariants.update_budget() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'update_budget';
 
 -- New trigger functions: the TRUNCATE guard of audited, protected and
 -- soft-delete tables (instead of audit_truncate), row movement between

@@ -43,6 +43,10 @@ CREATE TABLE invariants.audit_capture (
     -- function) or t (its text form: the type has no binary one).
     types            oid[]       NOT NULL,
     formats          text        NOT NULL,
+    -- UPDATE entries: each field's part, k (the row's key, as it is after
+    -- the UPDATE), o (a changed column's old value) or n (its new value).
+    -- NULL for the rest, whose images are whole rows.
+    parts            text,
     db_user          text        NOT NULL,
     "session_user"   text        NOT NULL,
     application_name text,
@@ -86,20 +90,27 @@ COMMENT ON TABLE invariants.audit_capture IS
 COMMENT ON TABLE invariants.audit_rows IS
     'Append-only: the rows of each capture, a thousand to a row (read them through invariants.audit_log).';
 
--- Tables whose DELETE and TRUNCATE are captured (invariants.enable_audit).
+-- Tables whose DELETE and TRUNCATE (and UPDATE, when asked) are captured
+-- (invariants.enable_audit).
 CREATE TABLE invariants.audited_tables (
     tbl                    regclass    PRIMARY KEY,
     truncate_capture_limit bigint      NOT NULL CHECK (truncate_capture_limit >= 0),
     enabled_at             timestamptz NOT NULL DEFAULT now(),
-    enabled_by             text        NOT NULL DEFAULT current_user
+    enabled_by             text        NOT NULL DEFAULT current_user,
+    updates                boolean     NOT NULL DEFAULT false,
+    -- Columns never written to the log.
+    exclude                text[]      NOT NULL DEFAULT '{}'
 );
 
--- Tables guarded against TRUNCATE, mass DELETE and DROP (invariants.protect).
+-- Tables guarded against TRUNCATE, mass DELETE and UPDATE, and DROP
+-- (invariants.protect).
 CREATE TABLE invariants.protected_tables (
     tbl             regclass    PRIMARY KEY,
     max_delete_rows bigint      NOT NULL CHECK (max_delete_rows >= 0),
     protected_at    timestamptz NOT NULL DEFAULT now(),
-    protected_by    text        NOT NULL DEFAULT current_user
+    protected_by    text        NOT NULL DEFAULT current_user,
+    -- NULL: UPDATEs are not counted.
+    max_update_rows bigint      CHECK (max_update_rows >= 0)
 );
 
 -- Tables whose DELETE becomes "SET <column> = now()" (invariants.enable_soft_delete).

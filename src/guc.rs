@@ -24,6 +24,10 @@ pub static ALLOW_UNDELETE: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// limit; -1, the default, keeps the table's own).
 pub static MAX_DELETE_ROWS: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
+/// Overrides a protected table's max_update_rows for its owner (0 = no
+/// limit; -1, the default, keeps the table's own).
+pub static MAX_UPDATE_ROWS: GucSetting<i32> = GucSetting::<i32>::new(-1);
+
 pub fn register() {
     GucRegistry::define_bool_guc(
         c"invariants.audit_statement",
@@ -71,6 +75,16 @@ pub fn register() {
         c"Rows a transaction may delete from each protected table the current user owns (0 = no limit).",
         c"-1, the default, keeps each table's own max_delete_rows.",
         &MAX_DELETE_ROWS,
+        -1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"invariants.max_update_rows",
+        c"Rows a transaction may update in each protected table the current user owns (0 = no limit).",
+        c"-1, the default, keeps each table's own max_update_rows.",
+        &MAX_UPDATE_ROWS,
         -1,
         i32::MAX,
         GucContext::Userset,

@@ -52,9 +52,10 @@ pub struct Trigger {
     /// The columns of `UPDATE OF`, sorted; empty for any UPDATE.
     pub columns: Vec<String>,
     pub level: Level,
-    /// The name of the OLD transition table, for statement triggers that
-    /// read the rows.
+    /// The names of the OLD and NEW transition tables, for statement
+    /// triggers that read the rows.
     pub old_table: Option<&'static str>,
+    pub new_table: Option<&'static str>,
     /// A row trigger that fires only for rows whose old value of this
     /// column is set (`WHEN (OLD.column IS NOT NULL)`).
     pub when_old_set: Option<String>,
@@ -90,9 +91,16 @@ impl Trigger {
                 }
             }
         }
-        let referencing = self.old_table.map_or(String::new(), |name| {
-            format!(" REFERENCING OLD TABLE AS {}", quote_ident(name))
-        });
+        let mut referencing = String::new();
+        if let Some(name) = self.old_table {
+            referencing.push_str(&format!(" OLD TABLE AS {}", quote_ident(name)));
+        }
+        if let Some(name) = self.new_table {
+            referencing.push_str(&format!(" NEW TABLE AS {}", quote_ident(name)));
+        }
+        if !referencing.is_empty() {
+            referencing.insert_str(0, " REFERENCING");
+        }
         let args: Vec<String> = self.args.iter().map(|a| quote_literal(a)).collect();
         let when = self.when_old_set.as_ref().map_or(String::new(), |column| {
             format!(" WHEN (OLD.{} IS NOT NULL)", quote_ident(column))
@@ -127,11 +135,12 @@ pub struct Required {
 /// and its ancestors (nearest first); it returns the triggers the table needs.
 type Provider = fn(Oid, &[Oid]) -> Vec<Trigger>;
 
-const PROVIDERS: [Provider; 5] = [
+const PROVIDERS: [Provider; 6] = [
     crate::rules::declare::triggers,
     crate::rules::require_count::triggers,
     crate::audit::enable_audit::triggers,
     crate::guards::before_truncate::triggers,
+    crate::guards::update_budget::triggers,
     crate::soft_delete::enable_soft_delete::triggers,
 ];
 
@@ -174,6 +183,7 @@ struct Existing {
     tgtype: i16,
     columns: Vec<String>,
     old_table: Option<String>,
+    new_table: Option<String>,
     /// Its WHEN condition, as Postgres shows it; None without one.
     when: Option<String>,
     enabled: String,
@@ -192,7 +202,8 @@ fn existing(relid: Oid, needed: &[Required]) -> Vec<Existing> {
                             JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = k ORDER BY 1),
                     t.tgoldtable::text, t.tgenabled::text, t.tgparentid <> 0,
                     CASE WHEN t.tgqual IS NOT NULL
-                         THEN pg_catalog.substring(pg_catalog.pg_get_triggerdef(t.oid), ' WHEN (.*) EXECUTE ') END
+                         THEN pg_catalog.substring(pg_catalog.pg_get_triggerdef(t.oid), ' WHEN (.*) EXECUTE ') END,
+                    t.tgnewtable::text
                FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
               WHERE t.tgrelid = $1
                 AND (p.pronamespace = pg_catalog.to_regnamespace('invariants') OR t.tgname = ANY ($2))
@@ -213,6 +224,7 @@ fn existing(relid: Oid, needed: &[Required]) -> Vec<Existing> {
             tgtype: spi(row.get::<i16>(4)).unwrap_or_default(),
             columns: spi(row.get::<Vec<String>>(5)).unwrap_or_default(),
             old_table: spi(row.get::<String>(6)),
+            new_table: spi(row.get::<String>(10)),
             when: spi(row.get::<String>(9)),
             enabled: spi(row.get::<String>(7)).unwrap_or_default(),
             cloned: spi(row.get::<bool>(8)).unwrap_or(false),
@@ -229,6 +241,7 @@ fn matches(existing: &Existing, trigger: &Trigger) -> bool {
         && existing.tgtype == trigger.tgtype()
         && existing.columns == columns
         && existing.old_table.as_deref() == trigger.old_table
+        && existing.new_table.as_deref() == trigger.new_table
         && existing.when.as_deref().map(normalized_when)
             == trigger
                 .when_old_set

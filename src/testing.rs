@@ -17,8 +17,11 @@ pub struct CaughtError {
 /// Runs `sql` in a subtransaction and returns the error it raised, or None.
 /// The subtransaction is rolled back either way only when it fails.
 pub fn error_of(sql: &str) -> Option<CaughtError> {
+    // Created once per session, so that a test that switched roles can
+    // still call it.
     Spi::run(
-        r#"CREATE OR REPLACE FUNCTION pg_temp.error_of(stmt text) RETURNS text[] LANGUAGE plpgsql AS $f$
+        r#"DO $do$ BEGIN IF pg_catalog.to_regprocedure('pg_temp.error_of(text)') IS NULL THEN
+        CREATE FUNCTION pg_temp.error_of(stmt text) RETURNS text[] LANGUAGE plpgsql AS $f$
         DECLARE s text; m text; d text; h text; sc text; t text; c text; k text;
         BEGIN
             EXECUTE stmt;
@@ -27,7 +30,8 @@ pub fn error_of(sql: &str) -> Option<CaughtError> {
             GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL,
                 h = PG_EXCEPTION_HINT, sc = SCHEMA_NAME, t = TABLE_NAME, c = COLUMN_NAME, k = CONSTRAINT_NAME;
             RETURN ARRAY[s, m, d, h, sc, t, c, k];
-        END $f$"#,
+        END $f$;
+        END IF; END $do$"#,
     )
     .expect("create pg_temp.error_of");
     let fields = Spi::get_one_with_args::<Vec<Option<String>>>("SELECT pg_temp.error_of($1)", &[sql.into()])

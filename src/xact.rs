@@ -13,7 +13,7 @@ unsafe extern "C-unwind" fn on_subxact(
     _arg: *mut std::ffi::c_void,
 ) {
     if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        crate::guards::delete_budget::forget_subxact(subxact);
+        crate::guards::budget::forget_subxact(subxact);
         crate::soft_delete::soft_delete::forget_subxact(subxact);
         crate::rules::require_count::forget_subxact(subxact);
     }
@@ -42,7 +42,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
 }
 
 fn forget_all() -> Result<(), crate::errors::InvariantError> {
-    crate::guards::delete_budget::forget_all();
+    crate::guards::budget::forget_all();
     crate::soft_delete::soft_delete::forget_all();
     crate::rules::require_count::forget_all();
     Ok(())

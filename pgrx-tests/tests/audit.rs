@@ -169,3 +169,115 @@ fn pg_dump_and_pg_restore_keep_the_log_rules_and_audit_settings() {
         .get(0);
     assert_eq!(restored, 3);
 }
+
+#[test]
+fn restore_of_a_transaction_reverts_its_updates_and_keeps_a_later_writers_change() {
+    let db = TestDb::new("pgi_audit_update_txid");
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE TABLE campaign_prospects (id int PRIMARY KEY, status text NOT NULL, contacted_at timestamptz);
+         INSERT INTO campaign_prospects SELECT i, 'pending', NULL FROM generate_series(1, 73) i;
+         SELECT invariants.enable_audit('campaign_prospects', updates => true);",
+    )
+    .unwrap();
+    // The endpoint marks 53 prospects as sent, in one transaction.
+    let mut tx = c.transaction().unwrap();
+    tx.execute(
+        "UPDATE campaign_prospects SET status = 'connection_request_sent' WHERE id <= 53",
+        &[],
+    )
+    .unwrap();
+    let txid: String = tx.query_one("SELECT pg_current_xact_id()::text", &[]).unwrap().get(0);
+    tx.commit().unwrap();
+    // Another session then changes one of those rows for real.
+    let mut other = db.client();
+    other
+        .execute(
+            "UPDATE campaign_prospects SET status = 'replied', contacted_at = now() WHERE id = 7",
+            &[],
+        )
+        .unwrap();
+
+    let row = c
+        .query_one(
+            "SELECT restored, skipped, conflicts::text FROM invariants.restore($1::text::xid8)",
+            &[&txid],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, String>(2)),
+        (52, 0, r#"[{"id": 7}]"#.to_string())
+    );
+    let statuses: Vec<(String, i64)> = c
+        .query(
+            "SELECT status, count(*) FROM campaign_prospects GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(statuses, [("pending".to_string(), 72), ("replied".to_string(), 1)]);
+    // Again: nothing more, nothing changed.
+    assert!(c
+        .query("SELECT * FROM invariants.restore($1::text::xid8)", &[&txid])
+        .unwrap()
+        .is_empty());
+    let pending: i64 = c
+        .query_one("SELECT count(*) FROM campaign_prospects WHERE status = 'pending'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 72);
+}
+
+#[test]
+fn the_application_user_is_recorded_with_each_change_it_makes() {
+    let db = TestDb::new("pgi_audit_context");
+    let mut c = db.client();
+    fresh_role("pgi_webapp");
+    c.batch_execute(&format!(
+        "ALTER DATABASE {} SET invariants.audit_context = 'app.user_id';
+         CREATE TABLE deals (id int PRIMARY KEY, stage text);
+         INSERT INTO deals VALUES (1, 'open'), (2, 'open');
+         GRANT SELECT, UPDATE, DELETE ON deals TO pgi_webapp;
+         SELECT invariants.enable_audit('deals', updates => true);",
+        db.name
+    ))
+    .unwrap();
+    let mut app = db.client_as("pgi_webapp");
+    // The application cannot change what is recorded: before the library
+    // is loaded in its session the SET is only a placeholder, dropped (with
+    // a WARNING) when it loads; after, it is refused.
+    app.batch_execute("SET invariants.audit_context = ''").unwrap();
+    app.batch_execute(
+        "BEGIN;
+         SELECT set_config('app.user_id', 'alice@example.com', true);
+         UPDATE deals SET stage = 'won' WHERE id = 1;
+         COMMIT;
+         BEGIN;
+         SET LOCAL app.user_id = 'bob@example.com';
+         DELETE FROM deals WHERE id = 2;
+         COMMIT;",
+    )
+    .unwrap();
+    assert_eq!(
+        sqlstate(app.batch_execute("SET invariants.audit_context = ''")),
+        "42501"
+    );
+    let rows: Vec<(String, String, String)> = c
+        .query(
+            "SELECT op, db_user, context->>'app.user_id' FROM invariants.audit_log ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("UPDATE".into(), "pgi_webapp".into(), "alice@example.com".into()),
+            ("DELETE".into(), "pgi_webapp".into(), "bob@example.com".into()),
+        ]
+    );
+}

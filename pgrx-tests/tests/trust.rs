@@ -213,7 +213,8 @@ fn no_owner_code_runs_as_a_superuser_or_the_extension_owner() {
         "SELECT invariants.add_rule('mallory.t', 'd_set', 'require_not_null',
                  '{\"column\": \"done_at\", \"when_column\": \"d\", \"when_values\": [\"3\", \"5\"]}')",
         "SELECT invariants.require_count('mallory.parent', 'n', 'mallory.child', 'parent_id')",
-        "SELECT invariants.protect('mallory.t', 100)",
+        "SELECT invariants.protect('mallory.t', 100, max_update_rows => 1000)",
+        "SELECT invariants.enable_audit('mallory.t', updates => true, exclude => '{v}')",
         "SELECT invariants.enable_audit('mallory.parent')",
         "SELECT invariants.enable_audit('mallory.child')",
         "SELECT invariants.enable_soft_delete('mallory.sp')",
@@ -228,6 +229,7 @@ fn no_owner_code_runs_as_a_superuser_or_the_extension_owner() {
     let dml = [
         "INSERT INTO mallory.t (id, v, d, status) VALUES (100, 1, 1, 'open')",
         "UPDATE mallory.t SET status = 'done', done_at = now() WHERE id = 100",
+        "UPDATE mallory.t SET d = d + 10, m = 'angry' WHERE id IN (5, 7, 9)",
         "DELETE FROM mallory.t WHERE id IN (1, 3)",
         "BEGIN; INSERT INTO mallory.parent (id, v, n) VALUES (3, 3, 1); INSERT INTO mallory.child VALUES (4, 4, 3); COMMIT",
         "BEGIN; DELETE FROM mallory.child WHERE id = 3; UPDATE mallory.parent SET n = 0 WHERE id = 2; COMMIT",
@@ -261,6 +263,16 @@ fn no_owner_code_runs_as_a_superuser_or_the_extension_owner() {
     };
     let deleted = txid("DELETE", "mallory.t");
     let truncated = txid("TRUNCATE", "mallory.parent");
+    // The UPDATE of the domain and enum columns (reverting the other one
+    // would break the write-once rule, which restore refuses).
+    let updated: String = db
+        .client()
+        .query_one(
+            "SELECT txid::text FROM invariants.audit_log WHERE op = 'UPDATE' AND row_data -> 'new' ? 'm' LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     let calls = [
         "SELECT invariants.health()".to_string(),
         "SELECT * FROM invariants.violations()".to_string(),
@@ -273,6 +285,7 @@ fn no_owner_code_runs_as_a_superuser_or_the_extension_owner() {
         "SELECT invariants.drop_rule('mallory.t', 'd_set')".to_string(),
         format!("SELECT * FROM invariants.restore('{deleted}')"),
         format!("SELECT * FROM invariants.restore('{truncated}')"),
+        format!("SELECT * FROM invariants.restore('{updated}')"),
         "SELECT invariants.undelete('mallory.sp', pg_catalog.now() OPERATOR(pg_catalog.-) interval '1 hour')"
             .to_string(),
         "DELETE FROM mallory.sp WHERE id = 3".to_string(),
@@ -290,7 +303,13 @@ fn no_owner_code_runs_as_a_superuser_or_the_extension_owner() {
         }
     }
 
+    // The UPDATE was reverted (as mallory, with mallory's hooks).
     let mut m = db.client_as("pgi_mallory");
+    let angry: i64 = m
+        .query_one("SELECT count(*) FROM mallory.t WHERE m = 'angry'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(angry, 0);
     let ran: Vec<String> = m
         .query("SELECT DISTINCT who || ': ' || what FROM mallory.seen ORDER BY 1", &[])
         .unwrap()

@@ -12,7 +12,8 @@ use postgres::Client;
 /// indexes, constraints, triggers, event triggers, grants, comments, the
 /// tables pg_dump copies, and what belongs to the extension.
 const CATALOG: &str = r#"SELECT kind || ' ' || what FROM (
-  SELECT 'function' AS kind, p.oid::regprocedure::text || ' -> ' || pg_get_function_result(p.oid)
+  SELECT 'function' AS kind, p.oid::regprocedure::text || ' (' || pg_get_function_arguments(p.oid) || ') -> '
+         || pg_get_function_result(p.oid)
          || ' lang=' || l.lanname || ' vol=' || p.provolatile::text || ' strict=' || p.proisstrict
          || ' secdef=' || p.prosecdef || ' parallel=' || p.proparallel::text
          || ' src=' || CASE WHEN l.lanname = 'c' THEN p.prosrc ELSE md5(p.prosrc) END
@@ -227,4 +228,32 @@ fn an_updated_0_1_0_database_equals_a_fresh_install_and_keeps_working() {
         0
     );
     assert_eq!(one(&mut c, "SELECT count(*) FROM users"), 2);
+    // What 0.2.0 adds works on the updated database: UPDATEs audited and
+    // reverted.
+    c.batch_execute(
+        "CREATE TABLE notes_before AS SELECT * FROM notes;
+         SELECT invariants.enable_audit('notes', updates => true);
+         UPDATE notes SET weight = -1;",
+    )
+    .unwrap();
+    let rows = one(&mut c, "SELECT count(*) FROM notes");
+    assert!(rows > 0);
+    assert_eq!(
+        one(&mut c, "SELECT count(*) FROM invariants.audit_log WHERE op = 'UPDATE'"),
+        rows
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT restored FROM invariants.restore(tbl => 'notes', since => now() - interval '1 minute')"
+        ),
+        rows
+    );
+    assert_eq!(
+        one(
+            &mut c,
+            "SELECT count(*) FROM notes n JOIN notes_before b USING (id) WHERE n.weight = b.weight"
+        ),
+        rows
+    );
 }

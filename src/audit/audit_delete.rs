@@ -68,7 +68,7 @@ fn audit_delete_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
             trigger_data,
             &cascaded,
         );
-        crate::guards::delete_budget::add(&table, rows as i64)
+        crate::guards::budget::add(crate::guards::budget::Kind::Delete, &table, rows as i64)
     })?;
     Ok(Datum::from(0))
 }

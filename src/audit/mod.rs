@@ -1,32 +1,102 @@
-//! Audit of DELETE and TRUNCATE (incidents 3 and 4): every removed row is
-//! copied to `invariants.audit_log`, and `invariants.restore` puts it back.
+//! Audit of DELETE, TRUNCATE and (when asked) UPDATE: every removed row,
+//! and every changed column of an updated row, is copied to
+//! `invariants.audit_log`, and `invariants.restore` puts it back.
 //!
 //! - `enable_audit.rs`: `enable_audit`, `disable_audit` and the triggers they install;
 //! - `audit_delete.rs`: the statement-level AFTER DELETE trigger (transition table);
+//! - `audit_update.rs`: the statement-level AFTER UPDATE trigger (old and new rows);
 //! - `restore.rs`: `restore()`; `put_back.rs`: how one capture's rows go back.
 pub mod audit_delete;
+pub mod audit_update;
 pub mod enable_audit;
 mod put_back;
 pub mod restore;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+#[cfg(any(test, feature = "pg_test"))]
+mod update_tests;
+
+use std::cell::Cell;
 
 use pgrx::pg_sys::Oid;
 
 use crate::catalog::self_and_ancestors;
 
-/// The truncate capture limit that applies to `relid` (set on it or on the
-/// partitioned table above it), or None when it is not audited.
-pub fn truncate_capture_limit(relid: Oid) -> Option<i64> {
-    for oid in self_and_ancestors(relid) {
-        let limit = crate::sql::one::<i64>(
-            "SELECT truncate_capture_limit FROM invariants.audited_tables WHERE tbl = $1::oid::regclass",
+/// How a table is audited: declared on it or on the nearest table above it.
+pub struct AuditSettings {
+    /// The table the settings are declared on.
+    pub declared_on: Oid,
+    pub truncate_capture_limit: i64,
+    /// UPDATEs are captured too.
+    pub updates: bool,
+    /// Columns never written to the log.
+    pub exclude: Vec<String>,
+}
+
+/// The audit settings that apply to `relid` (set on it or on a table above
+/// it), or None when it is not audited.
+pub fn settings(relid: Oid) -> Option<AuditSettings> {
+    self_and_ancestors(relid).into_iter().find_map(|oid| {
+        crate::sql::three::<i64, bool, Vec<String>>(
+            "SELECT truncate_capture_limit, updates, exclude FROM invariants.audited_tables
+              WHERE tbl = $1::oid::regclass",
             &[oid.into()],
-        );
-        if limit.is_some() {
-            return limit;
+        )
+        .and_then(|(limit, updates, exclude)| {
+            Some(AuditSettings {
+                declared_on: oid,
+                truncate_capture_limit: limit?,
+                updates: updates.unwrap_or(false),
+                exclude: exclude.unwrap_or_default(),
+            })
+        })
+    })
+}
+
+/// The truncate capture limit that applies to `relid`, or None when it is
+/// not audited.
+pub fn truncate_capture_limit(relid: Oid) -> Option<i64> {
+    settings(relid).map(|s| s.truncate_capture_limit)
+}
+
+/// The columns of `relid` its audit keeps out of the log (none when it is
+/// not audited).
+pub fn excluded_columns(relid: Oid) -> Vec<String> {
+    settings(relid).map(|s| s.exclude).unwrap_or_default()
+}
+
+/// A column of `relid` renamed: its exclusion from the audit follows.
+pub fn follow_column_rename(relid: Oid, old: &str, new: &str) {
+    crate::privilege::as_extension_owner(|| {
+        crate::catalog::spi(pgrx::Spi::run_with_args(
+            "UPDATE invariants.audited_tables SET exclude = pg_catalog.array_replace(exclude, $2, $3)
+              WHERE tbl = $1::pg_catalog.oid::pg_catalog.regclass AND $2 = ANY (exclude)",
+            &[relid.into(), old.into(), new.into()],
+        ))
+    });
+}
+
+thread_local! {
+    // Set while the extension itself updates rows it logs in its own way
+    // (a repair, a soft delete, a restore): those UPDATEs are not captured
+    // again, nor counted against an update budget.
+    static OWN_UPDATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, whose UPDATEs the extension logs itself.
+pub fn own_update<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OWN_UPDATE.with(|o| o.set(self.0));
         }
     }
-    None
+    let _reset = Reset(OWN_UPDATE.with(|o| o.replace(true)));
+    f()
+}
+
+/// True while the extension runs UPDATEs it logs itself.
+pub fn in_own_update() -> bool {
+    OWN_UPDATE.with(Cell::get)
 }

@@ -12,15 +12,22 @@
 //! The general way (small captures, changed column types, text-form
 //! values, conflicts) decodes each batch into rows of the table's type and
 //! runs `INSERT ... SELECT ... FROM unnest($1) ON CONFLICT DO NOTHING`, a
-//! thousand rows per statement. Changed rows (REPAIR, UPDATE) are put back
-//! by key with `UPDATE ... FROM unnest($1)`.
+//! thousand rows per statement. Repaired rows are put back by key with
+//! `UPDATE ... FROM unnest($1)`.
+//!
+//! An UPDATE capture is reverted with `UPDATE ... FROM unnest(...)`, up to
+//! fifty thousand entries per statement: a row found by its key gets each
+//! changed column's old value back only if it still holds, in every changed
+//! column, exactly the image the UPDATE wrote (compared as the type's
+//! binary send form, as the log holds it); any other row is a conflict,
+//! left as it is and reported by its key.
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void, CString};
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
-use pgrx::PgList;
+use pgrx::{IntoDatum, PgList};
 
 use crate::audit_log::binary::{self, Decoder, Purpose, COPY_HEADER, COPY_TRAILER};
 use crate::catalog::{self, first_row, quote_ident, spi, Column, Table};
@@ -40,6 +47,8 @@ pub struct Capture {
     pub columns: Option<Vec<String>>,
     pub types: Vec<Oid>,
     pub formats: String,
+    /// UPDATE entries: each field's part (`k`, `o`, `n`).
+    pub parts: Option<String>,
     pub entries: i64,
 }
 
@@ -50,20 +59,23 @@ impl Capture {
     }
 }
 
-/// What putting a capture back did: rows restored, rows skipped, and why
+/// What putting a capture back did: rows restored, rows skipped, the keys
+/// of updated rows left as they are because they changed since, and why
 /// the capture could not be put back at all.
+#[derive(Default)]
 pub struct Outcome {
     pub restored: i64,
     pub skipped: i64,
+    pub conflicts: Vec<serde_json::Value>,
     pub problem: Option<String>,
 }
 
 impl Outcome {
     fn problem(capture: &Capture, problem: String) -> Outcome {
         Outcome {
-            restored: 0,
             skipped: capture.entries,
             problem: Some(problem),
+            ..Outcome::default()
         }
     }
 }
@@ -90,12 +102,15 @@ impl Fields {
 }
 
 pub fn put_back(table: &Table, capture: &Capture) -> Outcome {
+    if capture.parts.is_some() {
+        return crate::audit::own_update(|| revert_updates(table, capture));
+    }
     let fields = match fields(table, capture) {
         Ok(fields) => fields,
         Err(problem) => return Outcome::problem(capture, problem),
     };
     if capture.changes() {
-        return update_by_key(table, capture, &fields);
+        return crate::audit::own_update(|| update_by_key(table, capture, &fields));
     }
     let same_types = fields
         .targets
@@ -109,7 +124,7 @@ pub fn put_back(table: &Table, capture: &Capture) -> Outcome {
                 return Outcome {
                     restored,
                     skipped: capture.entries - restored,
-                    problem: None,
+                    ..Outcome::default()
                 }
             }
             Err(error) => {
@@ -144,7 +159,7 @@ fn fields(table: &Table, capture: &Capture) -> Result<Fields, String> {
     for (name, required) in super::restore::column_settings(table.oid) {
         if required && !names.contains(&name) {
             return Err(format!(
-                "capture {} does not hold column \"{name}\", which is NOT NULL without a default",
+                "capture {} does not hold column \"{name}\" (excluded from the audit, or added since), which is NOT NULL without a default",
                 capture.id
             ));
         }
@@ -625,8 +640,251 @@ fn finish(capture: &Capture, result: Result<(i64, i64), InvariantError>) -> Outc
         Ok((done, given)) => Outcome {
             restored: done,
             skipped: given - done,
-            problem: None,
+            ..Outcome::default()
         },
         Err(error) => Outcome::problem(capture, format!("capture {}: {}", capture.id, error.message)),
+    }
+}
+
+// ------------------------------------------------------- reverting UPDATEs
+
+/// Entries of an UPDATE capture reverted per statement.
+const REVERT_BATCHES: usize = 50;
+
+/// One field of an UPDATE capture's entries, with the column it is of.
+struct RevertField {
+    part: char,
+    column: Column,
+}
+
+/// Reverts an UPDATE capture's rows that still hold what it wrote.
+fn revert_updates(table: &Table, capture: &Capture) -> Outcome {
+    let (fields, decoder) = match revert_fields(table, capture) {
+        Ok(fields) => fields,
+        Err(problem) => return Outcome::problem(capture, problem),
+    };
+    let (sql, types) = revert_sql(table, &fields);
+    let mut outcome = Outcome::default();
+    let all = batches(capture.id);
+    for chunk in all.chunks(REVERT_BATCHES) {
+        let result = as_table_owner(table.oid, || {
+            with_canonical_formats(|| {
+                let mut images: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
+                for first_id in chunk {
+                    images.push(batch_images(capture.id, *first_id));
+                }
+                // SAFETY: inside a transaction, formats pinned as at
+                // capture; the arrays are made in the current context and
+                // passed as values of the types the statement declares.
+                let args = unsafe { revert_arguments(table, &fields, &decoder, &images, &types)? };
+                let args: Vec<pgrx::datum::DatumWithOid> = args
+                    .iter()
+                    // SAFETY: each array datum is of the type beside it.
+                    .map(|(datum, type_oid)| unsafe { pgrx::datum::DatumWithOid::new(*datum, *type_oid) })
+                    .collect();
+                Ok::<_, InvariantError>(Spi::connect_mut(|client| {
+                    let rows = spi(client.update(&sql, None, &args));
+                    spi(rows.first().get_two::<i64, pgrx::JsonB>())
+                }))
+            })
+        });
+        match result {
+            Ok((done, conflicts)) => {
+                outcome.restored += done.unwrap_or(0);
+                if let Some(pgrx::JsonB(serde_json::Value::Array(keys))) = conflicts {
+                    outcome.conflicts.extend(keys);
+                }
+            }
+            Err(error) => {
+                outcome.problem = Some(format!("capture {}: {}", capture.id, error.message));
+                break;
+            }
+        }
+    }
+    outcome
+}
+
+/// The capture's fields with their columns now; why not, when a column is
+/// gone or has another type since.
+fn revert_fields(table: &Table, capture: &Capture) -> Result<(Vec<RevertField>, Decoder), String> {
+    let (Some(names), Some(parts)) = (&capture.columns, &capture.parts) else {
+        return Err(format!("capture {} holds no row images", capture.id));
+    };
+    let current = catalog::columns(table.oid);
+    let mut fields = Vec::with_capacity(names.len());
+    for ((name, part), type_oid) in names.iter().zip(parts.chars()).zip(&capture.types) {
+        let Some(column) = current.iter().find(|c| &c.name == name) else {
+            return Err(format!(
+                "capture {}: column \"{name}\" no longer exists, so its UPDATEs cannot be reverted",
+                capture.id
+            ));
+        };
+        if column.type_oid != *type_oid {
+            return Err(format!(
+                "capture {}: column \"{name}\" has another type since, so its UPDATEs are not reverted",
+                capture.id
+            ));
+        }
+        fields.push(RevertField {
+            part,
+            column: column.clone(),
+        });
+    }
+    let decoder = Decoder::new(&capture.types, &capture.formats, Purpose::Restore);
+    if let Some(gone) = decoder.missing_type() {
+        return Err(format!(
+            "capture {}: the type of a logged column (OID {}) no longer exists",
+            capture.id,
+            gone.to_u32()
+        ));
+    }
+    Ok((fields, decoder))
+}
+
+/// The statement that reverts a chunk of entries, and the type of each of
+/// its parameters: the keys and the old values each as an array of the
+/// table's rows (only those columns set: any column type fits), and each
+/// changed column's new values as an array of bytea (the images as logged).
+fn revert_sql(table: &Table, fields: &[RevertField]) -> (String, Vec<Oid>) {
+    let rows = row_array_type(table);
+    let mut types = vec![rows, rows];
+    let mut news = Vec::new();
+    let (mut matches, mut sets, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    for field in fields {
+        let column = quote_ident(&field.column.name);
+        match field.part {
+            'k' => {
+                matches.push(format!("t.{column} = (e.k).{column}"));
+                keys.push(format!(
+                    "{}, (e.k).{column}",
+                    catalog::quote_literal(&field.column.name)
+                ));
+            }
+            'o' => sets.push(format!("{column} = (e.o).{column}")),
+            _ => {
+                let n = news.len();
+                types.push(pg_sys::BYTEAARRAYOID);
+                news.push(format!("pg_catalog.unnest(${}) AS n{n}", types.len()));
+                matches.push(format!(
+                    "{} IS NOT DISTINCT FROM e.n{n}",
+                    image_of(&format!("t.{column}"), field.column.type_oid)
+                ));
+            }
+        }
+    }
+    // Set-returning functions in one select list advance together.
+    let sql = format!(
+        "WITH e AS (SELECT pg_catalog.unnest($1) AS k, pg_catalog.unnest($2) AS o, {news},
+                           pg_catalog.generate_series(1, pg_catalog.cardinality($1)) AS ord),
+              done AS (UPDATE {t} AS t SET {sets} FROM e WHERE {matches} RETURNING e.ord)
+         SELECT (SELECT pg_catalog.count(*) FROM done),
+                (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object({keys}) ORDER BY e.ord) FROM e
+                  WHERE NOT EXISTS (SELECT FROM done WHERE done.ord = e.ord))",
+        news = news.join(", "),
+        t = table.qualified(),
+        sets = sets.join(", "),
+        matches = matches.join(" AND "),
+        keys = keys.join(", "),
+    );
+    (sql, types)
+}
+
+/// SQL for the image of `expression` (a value of `type_oid`) as the log
+/// holds it: the type's binary send form, or its text form's bytes for a
+/// type without one.
+fn image_of(expression: &str, type_oid: Oid) -> String {
+    let send = crate::sql::one::<String>(
+        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
+           FROM pg_catalog.pg_type t
+           JOIN pg_catalog.pg_proc p ON p.oid = t.typsend
+           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          WHERE t.oid = $1 AND t.typreceive <> 0",
+        &[type_oid.into()],
+    );
+    match send {
+        Some(function) => format!("{function}({expression})"),
+        None => format!("pg_catalog.textsend({expression}::pg_catalog.text)"),
+    }
+}
+
+/// The arrays of one chunk's entries (see [`revert_sql`]), with their
+/// types.
+///
+/// # Safety
+/// Inside a transaction, with `client_encoding` pinned as at capture.
+unsafe fn revert_arguments(
+    table: &Table,
+    fields: &[RevertField],
+    decoder: &Decoder,
+    images: &[Vec<u8>],
+    types: &[Oid],
+) -> Result<Vec<(Datum, Oid)>, InvariantError> {
+    // SAFETY: per the contract; the row type's descriptor is held while
+    // the rows are formed, and every datum is made in the current context.
+    unsafe {
+        let rowtype = pg_sys::get_rel_type_id(table.oid);
+        let desc = pg_sys::lookup_rowtype_tupdesc(rowtype, -1);
+        let natts = (*desc).natts as usize;
+        let (mut keys, mut olds): (Vec<Datum>, Vec<Datum>) = (Vec::new(), Vec::new());
+        let news = fields.iter().filter(|f| f.part == 'n').count();
+        let mut raw: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); news];
+        let mut outcome = Ok(());
+        'rows: for batch in images {
+            let mut tuples = binary::tuples(batch);
+            while let Some(row) = tuples.next_tuple() {
+                let mut key = (vec![Datum::from(0); natts], vec![true; natts]);
+                let mut old = (vec![Datum::from(0); natts], vec![true; natts]);
+                let mut n = 0;
+                for (i, field) in fields.iter().enumerate() {
+                    let bytes = row.get(i).copied().flatten();
+                    let target = match field.part {
+                        'k' => &mut key,
+                        'o' => &mut old,
+                        _ => {
+                            if let Some(slot) = raw.get_mut(n) {
+                                slot.push(bytes.map(<[u8]>::to_vec));
+                            }
+                            n += 1;
+                            continue;
+                        }
+                    };
+                    if let Some(bytes) = bytes {
+                        match decoder.decode(i, bytes) {
+                            Ok(datum) => {
+                                let at = field.column.attnum as usize - 1;
+                                target.0[at] = datum;
+                                target.1[at] = false;
+                            }
+                            Err(error) => {
+                                outcome = Err(error);
+                                break 'rows;
+                            }
+                        }
+                    }
+                }
+                for ((values, nulls), out) in [(&mut key, &mut keys), (&mut old, &mut olds)] {
+                    let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+                    out.push(pg_sys::heap_copy_tuple_as_datum(tuple, desc));
+                }
+            }
+        }
+        pg_sys::DecrTupleDescRefCount(desc);
+        outcome?;
+        let mut args = Vec::with_capacity(types.len());
+        for rows in [&mut keys, &mut olds] {
+            let array = pg_sys::construct_array(
+                rows.as_mut_ptr(),
+                rows.len() as i32,
+                rowtype,
+                -1,
+                false,
+                pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
+            );
+            args.push(Datum::from(array));
+        }
+        for values in raw {
+            args.push(values.into_datum().unwrap_or(Datum::from(0)));
+        }
+        Ok(args.into_iter().zip(types.iter().copied()).collect())
     }
 }

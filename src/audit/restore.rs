@@ -2,7 +2,9 @@
 //! a table since a time) lost, from the audit log. Deleted, truncated and
 //! purged rows are inserted again, parents before children, with identity
 //! values kept and generated columns recomputed; keys that exist again are
-//! skipped and reported; repaired rows get their previous values back.
+//! skipped and reported; repaired rows get their previous values back; the
+//! changes of audited UPDATEs are reverted, newest first, where the row
+//! still holds what the UPDATE wrote (the rest are reported as conflicts).
 //!
 //! A restore claims each capture it uses in `invariants.audit_restored`
 //! (one row per capture, its primary key): restoring twice restores
@@ -70,8 +72,8 @@ struct Gone {
     captures: Vec<i64>,
 }
 
-/// tbl, restored, skipped, table_name, problem.
-type RestoreRow = (Option<Regclass>, i64, i64, String, Option<String>);
+/// tbl, restored, skipped, table_name, problem, conflicts.
+type RestoreRow = (Option<Regclass>, i64, i64, String, Option<String>, pgrx::JsonB);
 
 #[pg_extern(schema = "invariants")]
 #[allow(clippy::type_complexity)]
@@ -87,6 +89,7 @@ fn restore(
         name!(skipped, i64),
         name!(table_name, String),
         name!(problem, Option<String>),
+        name!(conflicts, pgrx::JsonB),
     ),
 > {
     pinned(|| {
@@ -114,58 +117,96 @@ fn restore(
                         "table {} no longer exists: create it again (same name and columns), then call invariants.restore(tbl => '{}', ...)",
                         g.name, g.name
                     )),
+                    pgrx::JsonB(serde_json::json!([])),
                 )
             })
             .collect();
-        for entries in order_parents_first(pending) {
-            // The caller must own every table it restores into.
+        let pending = order_parents_first(pending);
+        // The caller must own every table it restores into.
+        for entries in &pending {
             table_arg(Some(Regclass(entries.table.oid)), "tbl");
-            results.push(restore_table(&entries));
         }
+        results.extend(restore_tables(&pending));
         TableIterator::new(results)
     })
 }
 
-/// Restores one table's captures; its row of restore's result.
-fn restore_table(pending: &Pending) -> RestoreRow {
-    let table = &pending.table;
-    let claimed = claim(&pending.captures.iter().map(|c| c.id).collect::<Vec<_>>());
-    let (mut restored, mut skipped) = (0, 0);
-    let mut problems = Vec::new();
-    let taken = pending.captures.len() - claimed.len();
-    if taken > 0 {
-        problems.push(format!(
-            "{taken} of its captures were restored meanwhile by another transaction"
-        ));
-    }
-    // Removed rows first, in the order they went; then changed rows put
-    // back newest first, so the earliest image of a row is the one left.
-    let removed = pending
-        .captures
+/// What restoring one table's captures did so far.
+#[derive(Default)]
+struct Tally {
+    claimed: Vec<i64>,
+    restored: i64,
+    skipped: i64,
+    conflicts: Vec<serde_json::Value>,
+    problems: Vec<String>,
+}
+
+/// Restores the tables' captures (parents first); one row of restore's
+/// result per table. Removed rows go back first, table by table, in the
+/// order they went; then changed rows are put back newest first across
+/// all the tables, so that a row changed through a partitioned table and
+/// then through its partition goes back step by step, and the earliest
+/// image of each row is the one left.
+fn restore_tables(pending: &[Pending]) -> Vec<RestoreRow> {
+    let mut tallies: Vec<Tally> = pending
         .iter()
-        .filter(|c| claimed.contains(&c.id) && !c.changes());
-    let changed = pending
-        .captures
+        .map(|p| {
+            let claimed = claim(&p.captures.iter().map(|c| c.id).collect::<Vec<_>>());
+            let mut tally = Tally::default();
+            let taken = p.captures.len() - claimed.len();
+            if taken > 0 {
+                tally.problems.push(format!(
+                    "{taken} of its captures were restored meanwhile by another transaction"
+                ));
+            }
+            tally.claimed = claimed;
+            tally
+        })
+        .collect();
+    let mut changed: Vec<(usize, &Capture)> = Vec::new();
+    for (i, p) in pending.iter().enumerate() {
+        let claimed = tallies[i].claimed.clone();
+        for capture in p.captures.iter().filter(|c| claimed.contains(&c.id)) {
+            if capture.changes() {
+                changed.push((i, capture));
+            } else {
+                tally_outcome(&mut tallies[i], put_back(&p.table, capture));
+            }
+        }
+    }
+    changed.sort_by_key(|(_, capture)| std::cmp::Reverse(capture.id));
+    for (i, capture) in changed {
+        tally_outcome(&mut tallies[i], put_back(&pending[i].table, capture));
+    }
+    pending
         .iter()
-        .rev()
-        .filter(|c| claimed.contains(&c.id) && c.changes());
-    for capture in removed.chain(changed) {
-        let outcome = put_back(table, capture);
-        restored += outcome.restored;
-        skipped += outcome.skipped;
-        problems.extend(outcome.problem);
-    }
-    let summary = serde_json::json!({"captures": claimed, "restored": restored, "skipped": skipped});
-    if !claimed.is_empty() {
-        record_event("RESTORE", table, summary);
-    }
-    (
-        Some(Regclass(table.oid)),
-        restored,
-        skipped,
-        table.display(),
-        (!problems.is_empty()).then(|| problems.join("; ")),
-    )
+        .zip(tallies)
+        .map(|(p, tally)| {
+            let table = &p.table;
+            if !tally.claimed.is_empty() {
+                let summary = serde_json::json!({
+                    "captures": tally.claimed, "restored": tally.restored, "skipped": tally.skipped,
+                    "conflicts": tally.conflicts.len()
+                });
+                record_event("RESTORE", table, summary);
+            }
+            (
+                Some(Regclass(table.oid)),
+                tally.restored,
+                tally.skipped,
+                table.display(),
+                (!tally.problems.is_empty()).then(|| tally.problems.join("; ")),
+                pgrx::JsonB(serde_json::Value::Array(tally.conflicts)),
+            )
+        })
+        .collect()
+}
+
+fn tally_outcome(tally: &mut Tally, outcome: super::put_back::Outcome) {
+    tally.restored += outcome.restored;
+    tally.skipped += outcome.skipped;
+    tally.conflicts.extend(outcome.conflicts);
+    tally.problems.extend(outcome.problem);
 }
 
 /// Claims the captures for this transaction's restore; returns those it
@@ -247,7 +288,7 @@ fn pending_captures(
             let result = spi(client.select(
                 "SELECT c.id, c.tbl::pg_catalog.oid,
                         EXISTS (SELECT FROM pg_catalog.pg_class k WHERE k.oid = c.tbl),
-                        c.schema_name, c.table_name, c.op, c.columns, c.types, c.formats,
+                        c.schema_name, c.table_name, c.op, c.columns, c.types, c.formats, c.parts,
                         (SELECT coalesce(sum(r.entries), 0)::pg_catalog.int8
                            FROM invariants.audit_rows r WHERE r.capture = c.id)
                    FROM invariants.audit_capture c
@@ -277,7 +318,8 @@ fn pending_captures(
                                 .map(|names| names.into_iter().map(Option::unwrap_or_default).collect()),
                             types: spi(row.get::<Vec<Oid>>(8)).unwrap_or_default(),
                             formats: spi(row.get::<String>(9)).unwrap_or_default(),
-                            entries: spi(row.get::<i64>(10)).unwrap_or_default(),
+                            parts: spi(row.get::<String>(10)),
+                            entries: spi(row.get::<i64>(11)).unwrap_or_default(),
                         },
                     )
                 })

@@ -44,29 +44,94 @@ enum Encode {
     Text(Oid),
 }
 
-struct ColumnCodec {
-    name: String,
+/// Writes values of one type as binary COPY fields.
+pub struct ValueEncoder {
     type_oid: Oid,
     encode: Encode,
+}
+
+impl ValueEncoder {
+    pub fn new(type_oid: Oid) -> ValueEncoder {
+        ValueEncoder {
+            type_oid,
+            encode: encode_for(type_oid),
+        }
+    }
+
+    pub fn type_oid(&self) -> Oid {
+        self.type_oid
+    }
+
+    /// `b` binary, `t` text (the type has no binary send function).
+    pub fn format(&self) -> char {
+        if matches!(self.encode, Encode::Text(_)) {
+            't'
+        } else {
+            'b'
+        }
+    }
+
+    /// Appends one field: the value's length and bytes, or -1 for NULL.
+    ///
+    /// # Safety
+    /// `value` must be None or a value of the type; run with
+    /// `client_encoding` pinned (see the module's comment).
+    pub unsafe fn append(&self, value: Option<Datum>, out: &mut Vec<u8>) {
+        match value {
+            // SAFETY: per the contract.
+            Some(value) => unsafe { encode_value(&self.encode, value, out) },
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+}
+
+struct ColumnCodec {
+    name: String,
+    /// Where the column's value is in the rows given to `encode_row`.
+    source: usize,
+    value: ValueEncoder,
+}
+
+/// What a capture's row images hold: each field's name (None for jsonb
+/// entries), type, format, and for UPDATE entries its part (`k` the row's
+/// key, `o` an old value, `n` a new one).
+pub struct Layout {
+    pub columns: Option<Vec<String>>,
+    pub types: Vec<Oid>,
+    pub formats: String,
+    pub parts: Option<String>,
 }
 
 /// Writes the rows of one table.
 pub struct Encoder {
     columns: Vec<ColumnCodec>,
+    /// How many values each row given to `encode_row` has.
+    width: usize,
+    /// Rows of a table, whose fields have names (not jsonb entries).
+    named: bool,
 }
 
 impl Encoder {
-    /// The encoder of `relid`'s rows: one field per live column.
-    pub fn for_table(relid: Oid) -> Encoder {
-        let columns = columns(relid)
+    /// The encoder of `relid`'s rows, given with one value per live
+    /// column; the columns named in `exclude` are left out of the images.
+    pub fn for_table(relid: Oid, exclude: &[String]) -> Encoder {
+        let live = columns(relid);
+        let width = live.len();
+        let columns = live
             .into_iter()
-            .map(|c| ColumnCodec {
-                encode: encode_for(c.type_oid),
-                type_oid: c.type_oid,
+            .enumerate()
+            .filter(|(_, c)| !exclude.contains(&c.name))
+            .map(|(source, c)| ColumnCodec {
+                value: ValueEncoder::new(c.type_oid),
+                source,
                 name: c.name,
             })
             .collect();
-        Encoder { columns }
+        Encoder {
+            columns,
+            width,
+            named: true,
+        }
     }
 
     /// One field of type jsonb: events and entries written by hand.
@@ -74,46 +139,45 @@ impl Encoder {
         Encoder {
             columns: vec![ColumnCodec {
                 name: String::new(),
-                type_oid: pg_sys::JSONBOID,
-                encode: encode_for(pg_sys::JSONBOID),
+                source: 0,
+                value: ValueEncoder::new(pg_sys::JSONBOID),
             }],
+            width: 1,
+            named: false,
         }
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.columns.iter().map(|c| c.name.clone()).collect()
+    pub fn layout(&self) -> Layout {
+        Layout {
+            columns: self
+                .named
+                .then(|| self.columns.iter().map(|c| c.name.clone()).collect()),
+            types: self.columns.iter().map(|c| c.value.type_oid).collect(),
+            formats: self.columns.iter().map(|c| c.value.format()).collect(),
+            parts: None,
+        }
     }
 
-    pub fn types(&self) -> Vec<Oid> {
-        self.columns.iter().map(|c| c.type_oid).collect()
-    }
-
-    /// One character per column: `b` binary, `t` text.
-    pub fn formats(&self) -> String {
-        self.columns
-            .iter()
-            .map(|c| if matches!(c.encode, Encode::Text(_)) { 't' } else { 'b' })
-            .collect()
-    }
-
+    /// How many values each row given to `encode_row` has.
     pub fn width(&self) -> usize {
-        self.columns.len()
+        self.width
     }
 
     /// Appends one row as a binary COPY tuple.
     ///
     /// # Safety
-    /// `values` and `nulls` hold one row of the table, `width()` entries
-    /// each, in column order; run with `client_encoding` pinned (see the
-    /// module's comment).
+    /// `values` and `nulls` hold one row, `width()` entries each (a
+    /// table's: in column order); run with `client_encoding` pinned (see
+    /// the module's comment).
     pub unsafe fn encode_row(&self, values: &[Datum], nulls: &[bool], out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.columns.len() as i16).to_be_bytes());
-        for (i, column) in self.columns.iter().enumerate() {
-            match (values.get(i), nulls.get(i)) {
-                // SAFETY: a non-null value of the column's type.
-                (Some(value), Some(false)) => unsafe { encode_value(&column.encode, *value, out) },
-                _ => out.extend_from_slice(&(-1i32).to_be_bytes()),
-            }
+        for column in &self.columns {
+            let value = match (values.get(column.source), nulls.get(column.source)) {
+                (Some(value), Some(false)) => Some(*value),
+                _ => None,
+            };
+            // SAFETY: a value of the column's type, or None.
+            unsafe { column.value.append(value, out) };
         }
     }
 }

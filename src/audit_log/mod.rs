@@ -80,16 +80,17 @@ ALTER TABLE invariants.audit_restored ENABLE ALWAYS TRIGGER audit_restored_appen
 crate::c_function!(audit_entries, pg_finfo_audit_entries, audit_entries_of);
 
 /// `invariants.audit_entries(columns text[], types oid[], formats text,
-/// images bytea) RETURNS SETOF jsonb`: the `row_data` of each entry of one
-/// batch, in order: an object of the entry's fields named by `columns`, or
-/// the jsonb value itself when there are no columns. A value whose type no
-/// longer exists is shown as the hex of its bytes.
+/// parts text, images bytea) RETURNS SETOF jsonb`: the `row_data` of each
+/// entry of one batch, in order: an object of the entry's fields named by
+/// `columns` (for an UPDATE entry, `{"key": ..., "old": ..., "new": ...}`
+/// as `parts` says), or the jsonb value itself when there are no columns.
+/// A value whose type no longer exists is shown as the hex of its bytes.
 fn audit_entries_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, InvariantError> {
     // SAFETY: Postgres calls this as a set-returning function in
-    // materialize mode (declared so), with four arguments of the declared
+    // materialize mode (declared so), with five arguments of the declared
     // types; results go to the tuplestore Postgres set up.
     unsafe {
-        let args = (*fcinfo).args.as_slice(4);
+        let args = (*fcinfo).args.as_slice(5);
         let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
         if rsinfo.is_null() || (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0 {
             // untestable: Postgres calls a set-returning function only in a set context
@@ -99,7 +100,7 @@ fn audit_entries_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, I
             ));
         }
         (*fcinfo).isnull = true;
-        if args[1].isnull || args[2].isnull || args[3].isnull {
+        if args[1].isnull || args[2].isnull || args[4].isnull {
             return Ok(pg_sys::Datum::from(0));
         }
         let columns =
@@ -108,13 +109,14 @@ fn audit_entries_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, I
         let types =
             Vec::<pg_sys::Oid>::from_polymorphic_datum(args[1].value, false, pg_sys::OIDARRAYOID).unwrap_or_default();
         let formats = String::from_polymorphic_datum(args[2].value, false, pg_sys::TEXTOID).unwrap_or_default();
-        let images = pg_sys::pg_detoast_datum_packed(args[3].value.cast_mut_ptr());
+        let parts = String::from_polymorphic_datum(args[3].value, args[3].isnull, pg_sys::TEXTOID);
+        let images = pg_sys::pg_detoast_datum_packed(args[4].value.cast_mut_ptr());
         let images = std::slice::from_raw_parts(
             pgrx::varlena::vardata_any(images) as *const u8,
             pgrx::varlena::varsize_any_exhdr(images),
         );
         let decoder = binary::Decoder::new(&types, &formats, binary::Purpose::Show);
-        let image = JsonImage::new(columns.as_deref(), &types);
+        let image = JsonImage::new(columns.as_deref(), &types, parts.as_deref());
 
         let per_query = (*(*rsinfo).econtext).ecxt_per_query_memory;
         let old = pg_sys::MemoryContextSwitchTo(per_query);
@@ -255,9 +257,9 @@ fn refuse_view_change(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum,
 
 pgrx::extension_sql!(
     r#"
-CREATE FUNCTION invariants.audit_entries(columns text[], types oid[], formats text, images bytea)
+CREATE FUNCTION invariants.audit_entries(columns text[], types oid[], formats text, parts text, images bytea)
     RETURNS SETOF jsonb LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'audit_entries';
-COMMENT ON FUNCTION invariants.audit_entries(text[], oid[], text, bytea) IS
+COMMENT ON FUNCTION invariants.audit_entries(text[], oid[], text, text, bytea) IS
     'The row_data of each entry of one batch of the audit log, in order.';
 CREATE VIEW invariants.audit_log AS
 SELECT r.first_id + e.n - 1                         AS id,
@@ -278,7 +280,8 @@ SELECT r.first_id + e.n - 1                         AS id,
        c.id                                         AS capture
   FROM invariants.audit_capture c
   JOIN invariants.audit_rows r ON r.capture = c.id
-  CROSS JOIN LATERAL invariants.audit_entries(c.columns, c.types, c.formats, r.images) WITH ORDINALITY AS e(row_data, n);
+  CROSS JOIN LATERAL invariants.audit_entries(c.columns, c.types, c.formats, c.parts, r.images)
+       WITH ORDINALITY AS e(row_data, n);
 COMMENT ON VIEW invariants.audit_log IS
     'Append-only: one row per deleted, truncated, purged, repaired or updated row, or event. Only invariants.prune_audit removes entries.';
 REVOKE ALL ON invariants.audit_log FROM PUBLIC;
@@ -358,8 +361,8 @@ pub fn capture(
     trigger: Option<*mut pg_sys::TriggerData>,
     cascaded: &RowFlags,
 ) -> usize {
-    let encoder = binary::Encoder::for_table(table.oid);
-    let mut writer = CaptureWriter::new(EntryContext::current(op, table), &encoder, Some(encoder.names()));
+    let encoder = binary::Encoder::for_table(table.oid, &crate::audit::excluded_columns(table.oid));
+    let mut writer = CaptureWriter::new(EntryContext::current(op, table), encoder.layout());
     let query = Query {
         text: CString::new(query).unwrap_or_default(),
         args: crate::catalog::raw_args(args),
@@ -478,7 +481,7 @@ pub fn record_rows(op: &'static str, table: &Table, rows: Vec<JsonB>) {
         return;
     }
     let encoder = binary::Encoder::for_jsonb();
-    let mut writer = CaptureWriter::new(EntryContext::current(op, table), &encoder, None);
+    let mut writer = CaptureWriter::new(EntryContext::current(op, table), encoder.layout());
     crate::privilege::with_canonical_formats(|| {
         for row in rows {
             writer.append(

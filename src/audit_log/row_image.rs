@@ -50,22 +50,31 @@ enum Conversion {
 pub struct JsonImage {
     /// (name, conversion) per field; no names for jsonb entries.
     columns: Vec<(Option<String>, Conversion)>,
+    /// For UPDATE entries, each field's part: `k` key, `o` old, `n` new.
+    parts: Option<Vec<char>>,
 }
+
+/// The objects of an UPDATE entry, by part.
+const PARTS: [(char, &str); 3] = [('k', "key"), ('o', "old"), ('n', "new")];
 
 impl JsonImage {
     /// For fields named `names` (None: each entry is one jsonb value) of
-    /// `types`.
-    pub fn new(names: Option<&[String]>, types: &[Oid]) -> JsonImage {
+    /// `types`, in `parts` (UPDATE entries only).
+    pub fn new(names: Option<&[String]>, types: &[Oid], parts: Option<&str>) -> JsonImage {
         let columns = types
             .iter()
             .enumerate()
             .map(|(i, &type_oid)| (names.and_then(|n| n.get(i).cloned()), conversion_for(type_oid)))
             .collect();
-        JsonImage { columns }
+        JsonImage {
+            columns,
+            parts: parts.map(|p| p.chars().collect()),
+        }
     }
 
-    /// The entry's jsonb: an object of its fields, or the jsonb value
-    /// itself for an entry without names.
+    /// The entry's jsonb: an object of its fields (for an UPDATE entry,
+    /// one object per part), or the jsonb value itself for an entry
+    /// without names.
     ///
     /// # Safety
     /// `values` holds one entry's fields, each a value of its type or None
@@ -83,29 +92,55 @@ impl JsonImage {
                 return Ok(values.first().copied().flatten().unwrap_or(Datum::from(0)));
             }
             let mut state: *mut pg_sys::JsonbParseState = std::ptr::null_mut();
-            pg_sys::pushJsonbValue(
-                &mut state,
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
-                std::ptr::null_mut(),
-            );
+            let begin = pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT;
+            let end = pg_sys::JsonbIteratorToken::WJB_END_OBJECT;
+            pg_sys::pushJsonbValue(&mut state, begin, std::ptr::null_mut());
+            match &self.parts {
+                None => self.push_fields(&mut state, values, unreadable, |_| true)?,
+                Some(parts) => {
+                    for (part, label) in PARTS {
+                        let mut key = owned_text(label)?;
+                        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
+                        pg_sys::pushJsonbValue(&mut state, begin, std::ptr::null_mut());
+                        self.push_fields(&mut state, values, unreadable, |i| parts.get(i) == Some(&part))?;
+                        pg_sys::pushJsonbValue(&mut state, end, std::ptr::null_mut());
+                    }
+                }
+            }
+            let object = pg_sys::pushJsonbValue(&mut state, end, std::ptr::null_mut());
+            Ok(Datum::from(pg_sys::JsonbValueToJsonb(object)))
+        }
+    }
+
+    /// Pushes the fields `wanted` (by position) as keys and values into the
+    /// object open in `state`.
+    ///
+    /// # Safety
+    /// As [`JsonImage::row_data`], with an object open in `state`.
+    unsafe fn push_fields(
+        &self,
+        state: &mut *mut pg_sys::JsonbParseState,
+        values: &[Option<Datum>],
+        unreadable: &[Option<String>],
+        wanted: impl Fn(usize) -> bool,
+    ) -> Result<(), InvariantError> {
+        // SAFETY: per the contract.
+        unsafe {
             for (i, (name, conversion)) in self.columns.iter().enumerate() {
-                let Some(name) = name else { continue };
+                let Some(name) = name.as_ref().filter(|_| wanted(i)) else {
+                    continue;
+                };
                 let mut key = owned_text(name)?;
-                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
+                pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
                 let mut value = match (values.get(i).copied().flatten(), unreadable.get(i).cloned().flatten()) {
                     (Some(datum), _) => convert(conversion, datum)?,
                     (None, Some(text)) => owned_text(&text)?,
                     (None, None) => null_value(),
                 };
-                pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut value);
+                pg_sys::pushJsonbValue(state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut value);
             }
-            let object = pg_sys::pushJsonbValue(
-                &mut state,
-                pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-                std::ptr::null_mut(),
-            );
-            Ok(Datum::from(pg_sys::JsonbValueToJsonb(object)))
         }
+        Ok(())
     }
 }
 

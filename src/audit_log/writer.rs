@@ -2,11 +2,10 @@
 //! how), then the entries a thousand to an `audit_rows` row. The statements
 //! name only the extension's own tables and run as its owner; there is one
 //! per capture and one per batch, whatever the number of rows.
-use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use super::binary::Encoder;
+use super::binary::Layout;
 use crate::catalog::{spi, Table};
 use crate::privilege::as_extension_owner;
 
@@ -27,6 +26,22 @@ pub struct EntryContext {
     context: Option<JsonB>,
     /// `pg_trigger_depth()` where the capture started.
     pub trigger_depth: i32,
+}
+
+impl Clone for EntryContext {
+    fn clone(&self) -> EntryContext {
+        EntryContext {
+            op: self.op,
+            table: self.table.clone(),
+            db_user: self.db_user.clone(),
+            session_user: self.session_user.clone(),
+            application_name: self.application_name.clone(),
+            client_addr: self.client_addr.clone(),
+            statement: self.statement.clone(),
+            context: self.context.as_ref().map(|c| JsonB(c.0.clone())),
+            trigger_depth: self.trigger_depth,
+        }
+    }
 }
 
 impl EntryContext {
@@ -69,10 +84,7 @@ impl EntryContext {
 /// nothing.
 pub struct CaptureWriter {
     entry: EntryContext,
-    /// The names of each image's fields; None for jsonb entries.
-    columns: Option<Vec<String>>,
-    types: Vec<pg_sys::Oid>,
-    formats: String,
+    layout: Layout,
     capture: Option<i64>,
     /// The batch's tuples, in binary COPY format.
     batch: Vec<u8>,
@@ -84,14 +96,11 @@ pub struct CaptureWriter {
 }
 
 impl CaptureWriter {
-    /// A writer of rows encoded by `encoder`; `columns` are their names
-    /// (None for jsonb entries).
-    pub fn new(entry: EntryContext, encoder: &Encoder, columns: Option<Vec<String>>) -> CaptureWriter {
+    /// A writer of entries laid out as `layout` says.
+    pub fn new(entry: EntryContext, layout: Layout) -> CaptureWriter {
         CaptureWriter {
             entry,
-            columns,
-            types: encoder.types(),
-            formats: encoder.formats(),
+            layout,
             capture: None,
             batch: Vec::new(),
             in_batch: 0,
@@ -107,23 +116,25 @@ impl CaptureWriter {
             return id;
         }
         let e = &self.entry;
+        let layout = &self.layout;
         let id = as_extension_owner(|| {
             spi(Spi::get_one_with_args::<i64>(
                 "INSERT INTO invariants.audit_capture
-                     (id, at, txid, op, tbl, schema_name, table_name, columns, types, formats, db_user,
+                     (id, at, txid, op, tbl, schema_name, table_name, columns, types, formats, parts, db_user,
                       \"session_user\", application_name, client_addr, trigger_depth, statement, context)
                  VALUES (pg_catalog.nextval('invariants.audit_capture_id_seq'), pg_catalog.now(),
                          pg_catalog.pg_current_xact_id(), $1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4, $5,
-                         $6, $7, $8, $9, $10, $11::pg_catalog.inet, $12, $13, $14)
+                         $6, $7, $8, $9, $10, $11, $12::pg_catalog.inet, $13, $14, $15)
                  RETURNING id",
                 &[
                     e.op.into(),
                     e.table.oid.into(),
                     e.table.schema.as_str().into(),
                     e.table.name.as_str().into(),
-                    self.columns.clone().into(),
-                    self.types.clone().into(),
-                    self.formats.as_str().into(),
+                    layout.columns.clone().into(),
+                    layout.types.clone().into(),
+                    layout.formats.as_str().into(),
+                    layout.parts.clone().into(),
                     e.db_user.as_str().into(),
                     e.session_user.as_str().into(),
                     e.application_name.clone().into(),

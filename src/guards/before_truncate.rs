@@ -38,7 +38,7 @@ CREATE FUNCTION invariants.before_truncate() RETURNS trigger
 /// The truncate guard, for a table audited, protected or soft-delete
 /// (itself or through a table above it).
 pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
-    let capability = if crate::guards::protected_table(relid).is_some() {
+    let capability = if crate::guards::is_protected(relid) {
         "guards"
     } else if crate::soft_delete::soft_delete_column(relid).is_some() {
         "soft delete"
@@ -57,6 +57,7 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         columns: Vec::new(),
         level: Level::Statement,
         old_table: None,
+        new_table: None,
         when_old_set: None,
     }]
 }
@@ -82,7 +83,7 @@ fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
     let Some(table) = Table::lookup(relid) else {
         return Ok(Datum::from(0));
     };
-    let kind = if crate::guards::protected_limit(relid).is_some() {
+    let kind = if crate::guards::is_protected(relid) {
         Some("protected table")
     } else if crate::soft_delete::soft_delete_column(relid).is_some() {
         Some("soft-delete table")

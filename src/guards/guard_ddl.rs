@@ -27,7 +27,7 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::{protected_limit, switch_allows};
+use super::{is_protected, switch_allows};
 use crate::audit_log::record_event;
 use crate::catalog::{self, spi, Table};
 use crate::errors::{Code, InvariantError};
@@ -413,7 +413,7 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
                 if had {
                     forget.push(d.objid);
                 }
-                if !protected_before.contains(&d.objid) && !(had && protected_limit(d.objid).is_some()) {
+                if !protected_before.contains(&d.objid) && !(had && is_protected(d.objid)) {
                     continue;
                 }
                 let gone = Table {
@@ -447,7 +447,7 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
             }
             "table column" | "default value" => {
                 let Some(table) = table_named(&d.address) else { continue };
-                if !registry::any_on(&catalog::self_and_ancestors(table.oid)) || protected_limit(table.oid).is_none() {
+                if !registry::any_on(&catalog::self_and_ancestors(table.oid)) || !is_protected(table.oid) {
                     continue;
                 }
                 let what = if d.object_type == "table column" {
@@ -560,6 +560,7 @@ fn follow_rename(relid: Oid, old: &str, new: &str) {
     }
     crate::rules::follow_column_rename(relid, old, new);
     crate::soft_delete::follow_column_rename(relid, old, new);
+    crate::audit::follow_column_rename(relid, old, new);
     for member in catalog::self_and_descendants(relid) {
         catalog::invalidate(member);
     }

@@ -28,6 +28,7 @@ fn lint() -> TableIterator<
         findings.extend(cascades_into_protected());
         findings.extend(unique_counting_deleted_rows());
         findings.extend(missing_soft_delete_columns());
+        findings.extend(update_audits_without_key());
         findings.extend(broken_rules());
         findings.extend(disabled_protections());
         findings.extend(unlogged_guarded_tables());
@@ -70,6 +71,33 @@ fn missing_soft_delete_columns() -> Vec<Finding> {
             ),
             format!(
                 "SELECT invariants.enable_soft_delete({}, '<column>');",
+                quote_literal(&r[0])
+            ),
+        )
+    })
+    .collect()
+}
+
+/// Tables whose UPDATEs are audited but that lost the key that finds an
+/// updated row again: their UPDATEs are refused until it is back.
+fn update_audits_without_key() -> Vec<Finding> {
+    rows(
+        "SELECT a.tbl::text FROM invariants.audited_tables a
+          WHERE a.updates
+            AND NOT EXISTS (SELECT FROM pg_catalog.pg_index i
+                             WHERE i.indrelid = a.tbl AND i.indisunique AND i.indpred IS NULL
+                               AND i.indexprs IS NULL AND i.indimmediate)
+          ORDER BY 1",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            "error".to_string(),
+            r[0].clone(),
+            format!("{} has its UPDATEs audited but no primary key, so its UPDATEs are refused", r[0]),
+            format!(
+                "ALTER TABLE {} ADD PRIMARY KEY (<columns>); -- or: SELECT invariants.enable_audit({}, updates => false);",
+                r[0],
                 quote_literal(&r[0])
             ),
         )

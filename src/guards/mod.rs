@@ -3,19 +3,21 @@
 //! message that says what was about to happen.
 //!
 //! - `protect.rs`: `protect`, `unprotect`;
-//! - `delete_budget.rs`: rows deleted per protected table per transaction;
-//! - `guard_drop.rs`: the `sql_drop` and `ddl_command_end` event triggers;
+//! - `budget.rs`: rows deleted and updated per protected table per transaction;
+//! - `update_budget.rs`: the AFTER UPDATE trigger that counts updated rows;
+//! - `guard_ddl.rs`: the event triggers;
 //! - `lint.rs`: `lint()`;
 //! - `before_truncate.rs`: the TRUNCATE guard (and capture).
 //!
 //! The DELETE budget is counted by the audit's AFTER DELETE trigger:
 //! `protect` enables the audit.
 pub mod before_truncate;
-pub mod delete_budget;
+pub mod budget;
 pub mod guard_ddl;
 pub mod lint;
 pub mod protect;
 pub mod reinstall;
+pub mod update_budget;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -25,22 +27,33 @@ use pgrx::pg_sys::Oid;
 use crate::catalog::{self_and_ancestors, Table};
 use crate::errors::{Code, InvariantError};
 
-/// The max_delete_rows of the protected table `relid` belongs to (itself or
-/// a partitioned table above it), or None when it is not protected.
-pub fn protected_limit(relid: Oid) -> Option<i64> {
-    protected_table(relid).map(|(_, limit)| limit)
+/// The guards on a protected table.
+pub struct Protection {
+    /// The protected table: `relid` itself or a partitioned table above it.
+    pub table: Oid,
+    pub max_delete_rows: i64,
+    /// None: UPDATEs are not counted.
+    pub max_update_rows: Option<i64>,
 }
 
-/// The protected table `relid` belongs to (itself or a partitioned table
-/// above it) and its max_delete_rows.
-pub fn protected_table(relid: Oid) -> Option<(Oid, i64)> {
+/// The protection `relid` is under (declared on it or on a partitioned
+/// table above it), or None when it is not protected.
+pub fn protection(relid: Oid) -> Option<Protection> {
     self_and_ancestors(relid).into_iter().find_map(|oid| {
-        crate::sql::one::<i64>(
-            "SELECT max_delete_rows FROM invariants.protected_tables WHERE tbl = $1::oid::regclass",
+        let (delete, update) = crate::sql::two::<i64, i64>(
+            "SELECT max_delete_rows, max_update_rows FROM invariants.protected_tables WHERE tbl = $1::oid::regclass",
             &[oid.into()],
-        )
-        .map(|limit| (oid, limit))
+        );
+        delete.map(|max_delete_rows| Protection {
+            table: oid,
+            max_delete_rows,
+            max_update_rows: update,
+        })
     })
+}
+
+pub fn is_protected(relid: Oid) -> bool {
+    protection(relid).is_some()
 }
 
 /// True when the current user owns `table` (or belongs to its owning role).

@@ -375,6 +375,7 @@ pub fn triggers(relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
         columns,
         level: Level::Row,
         old_table: None,
+        new_table: None,
         when_old_set: None,
     }]
 }

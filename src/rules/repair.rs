@@ -149,18 +149,21 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
         sets = assignments.join(", "),
         group = group_expression(d, "t"),
     );
-    let (fixed, mut groups): (i64, Vec<String>) = as_table_owner(d.table.oid, || {
-        Spi::connect_mut(|client| {
-            let result = spi(client.update(&sql, None, &args));
-            let mut fixed = 0;
-            let mut groups = Vec::new();
-            for row in result {
-                fixed += 1;
-                if let Some(group) = spi(row.get::<String>(1)) {
-                    groups.push(group);
+    // Logged as REPAIR above: not captured again as an UPDATE.
+    let (fixed, mut groups): (i64, Vec<String>) = crate::audit::own_update(|| {
+        as_table_owner(d.table.oid, || {
+            Spi::connect_mut(|client| {
+                let result = spi(client.update(&sql, None, &args));
+                let mut fixed = 0;
+                let mut groups = Vec::new();
+                for row in result {
+                    fixed += 1;
+                    if let Some(group) = spi(row.get::<String>(1)) {
+                        groups.push(group);
+                    }
                 }
-            }
-            (fixed, groups)
+                (fixed, groups)
+            })
         })
     });
     groups.sort();

@@ -224,6 +224,7 @@ pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
                 columns: vec![spec.count_column.clone()],
                 level: Level::Row,
                 old_table: None,
+                new_table: None,
                 when_old_set: None,
             });
         }
@@ -247,6 +248,7 @@ pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
             columns,
             level: Level::Row,
             old_table: None,
+            new_table: None,
             when_old_set: None,
         });
     }

@@ -658,6 +658,8 @@ mod tests {
             "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.count_parent_changed()",
             "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_row()",
             "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH ROW EXECUTE FUNCTION invariants.soft_delete_keep()",
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH STATEMENT EXECUTE FUNCTION invariants.audit_update()",
+            "CREATE TRIGGER m AFTER INSERT ON t_mis FOR EACH STATEMENT EXECUTE FUNCTION invariants.update_budget()",
         ];
         for create in misuses {
             run(create);

@@ -225,6 +225,7 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         columns,
         level,
         old_table: None,
+        new_table: None,
         when_old_set: None,
     };
     let mut triggers = vec![
