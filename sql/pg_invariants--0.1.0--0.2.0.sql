@@ -240,6 +240,10 @@ CREATE FUNCTION invariants.audit_update() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'audit_update';
 CREATE FUNCTION invariants.update_budget() RETURNS trigger
     LANGUAGE c AS 'MODULE_PATHNAME', 'update_budget';
+CREATE FUNCTION invariants.capture_entries(capture bigint) RETURNS SETOF record
+    LANGUAGE c ROWS 1000000000 AS 'MODULE_PATHNAME', 'capture_entries';
+COMMENT ON FUNCTION invariants.capture_entries(bigint) IS
+    'The entries of the UPDATE capture invariants.restore is reverting; usable only by it.';
 
 -- New trigger functions: the TRUNCATE guard of audited, protected and
 -- soft-delete tables (instead of audit_truncate), row movement between

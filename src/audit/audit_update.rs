@@ -20,7 +20,6 @@ use crate::audit_log::binary::{Layout, ValueEncoder};
 use crate::audit_log::{CaptureWriter, EntryContext};
 use crate::catalog::{columns, key_columns, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
-use crate::fast_hash::FastMap;
 use crate::privilege::{pinned, with_canonical_formats};
 
 pub const TRIGGER_NAME: &str = "invariants_audit_update";
@@ -226,8 +225,19 @@ impl Plan {
             let natts = (*desc).natts;
             let old_slot = Reader::open(old, desc);
             let new_slot = Reader::open(new, desc);
-            let mut scratch = pgrx::PgMemoryContexts::new("pg_invariants update capture");
-            let mut writers: FastMap<Vec<u16>, CaptureWriter> = FastMap::default();
+            // What encoding allocates (send functions) goes to a context of
+            // its own, current for the whole loop and reset every thousand
+            // rows.
+            let outer_context = pg_sys::CurrentMemoryContext;
+            let scratch = pgrx::PgMemoryContexts::new("pg_invariants update capture");
+            let scratch_context = scratch.value();
+            // Declared after `scratch`, so dropped before it: the previous
+            // context is current again before the scratch one is deleted,
+            // on every way out.
+            let _current = CurrentContext::switch_to(scratch_context);
+            // One writer per set of changed columns; usually one in all.
+            let mut writers: Vec<(Vec<u16>, CaptureWriter)> = Vec::new();
+            let mut last = 0usize;
             let mut changed: Vec<u16> = Vec::with_capacity(self.tracked.len());
             let (mut old_image, mut new_image) = (Vec::<u8>::new(), Vec::<u8>::new());
             // Per changed column, where its old and new fields are in the
@@ -237,6 +247,10 @@ impl Plan {
             let mut key_image = Vec::<u8>::new();
             let mut row = 0u64;
             while old_slot.next() && new_slot.next() {
+                row += 1;
+                if row % 1000 == 0 {
+                    pg_sys::MemoryContextReset(scratch_context);
+                }
                 pg_sys::slot_getsomeattrs_int(old_slot.slot, natts);
                 pg_sys::slot_getsomeattrs_int(new_slot.slot, natts);
                 let (ov, on) = old_slot.values(natts);
@@ -246,75 +260,72 @@ impl Plan {
                 new_image.clear();
                 old_spans.clear();
                 new_spans.clear();
-                scratch.switch_to(|_| {
-                    for (i, column) in self.tracked.iter().enumerate() {
-                        let at = column.index;
-                        let (o, n) = ((!on[at]).then_some(ov[at]), (!nn[at]).then_some(nv[at]));
-                        let maybe_changed = match (o, n) {
-                            (None, None) => false,
-                            (Some(a), Some(b)) => !column.same_datum(a, b),
-                            _ => true,
-                        };
-                        if !maybe_changed {
-                            continue;
-                        }
-                        let (o_start, n_start) = (old_image.len(), new_image.len());
-                        column.value.append(o, &mut old_image);
-                        column.value.append(n, &mut new_image);
-                        if old_image[o_start..] == new_image[n_start..] {
-                            old_image.truncate(o_start);
-                            new_image.truncate(n_start);
-                            continue;
-                        }
-                        changed.push(i as u16);
-                        old_spans.push((o_start, old_image.len()));
-                        new_spans.push((n_start, new_image.len()));
+                for (i, column) in self.tracked.iter().enumerate() {
+                    let at = column.index;
+                    let (o, n) = ((!on[at]).then_some(ov[at]), (!nn[at]).then_some(nv[at]));
+                    let maybe_changed = match (o, n) {
+                        (None, None) => false,
+                        (Some(a), Some(b)) => !column.same_datum(a, b),
+                        _ => true,
+                    };
+                    if !maybe_changed {
+                        continue;
                     }
-                    key_image.clear();
-                    if !changed.is_empty() {
-                        for column in &self.key {
-                            let at = column.index;
-                            column.value.append((!nn[at]).then_some(nv[at]), &mut key_image);
-                        }
+                    let (o_start, n_start) = (old_image.len(), new_image.len());
+                    column.value.append(o, &mut old_image);
+                    column.value.append(n, &mut new_image);
+                    if old_image[o_start..] == new_image[n_start..] {
+                        old_image.truncate(o_start);
+                        new_image.truncate(n_start);
+                        continue;
                     }
-                });
-                row += 1;
-                if row % 1000 == 0 {
-                    scratch.reset();
+                    changed.push(i as u16);
+                    old_spans.push((o_start, old_image.len()));
+                    new_spans.push((n_start, new_image.len()));
                 }
                 if changed.is_empty() {
                     continue;
                 }
-                if !writers.contains_key(&changed) {
-                    writers.insert(
-                        changed.clone(),
-                        CaptureWriter::new(entry.clone(), self.layout(&changed)),
-                    );
+                key_image.clear();
+                for column in &self.key {
+                    let at = column.index;
+                    column.value.append((!nn[at]).then_some(nv[at]), &mut key_image);
                 }
-                let Some(writer) = writers.get_mut(&changed) else {
+                if writers.get(last).is_none_or(|(set, _)| *set != changed) {
+                    last = match writers.iter().position(|(set, _)| *set == changed) {
+                        Some(found) => found,
+                        None => {
+                            // Made outside the scratch context: a reset of
+                            // it would delete the writer's (a child).
+                            let _outer = CurrentContext::switch_to(outer_context);
+                            writers.push((
+                                changed.clone(),
+                                CaptureWriter::new(entry.clone(), self.layout(&changed)),
+                            ));
+                            writers.len() - 1
+                        }
+                    };
+                }
+                let Some((_, writer)) = writers.get_mut(last) else {
                     continue;
                 };
                 let fields = (self.key.len() + 2 * changed.len()) as i16;
-                writer.append(
-                    |out| {
-                        out.extend_from_slice(&fields.to_be_bytes());
-                        out.extend_from_slice(&key_image);
-                        for &(start, end) in &old_spans {
-                            out.extend_from_slice(&old_image[start..end]);
-                        }
-                        for &(start, end) in &new_spans {
-                            out.extend_from_slice(&new_image[start..end]);
-                        }
-                    },
-                    false,
-                );
+                writer.append_made(|out| {
+                    out.extend_from_slice(&fields.to_be_bytes());
+                    out.extend_from_slice(&key_image);
+                    for &(start, end) in &old_spans {
+                        out.extend_from_slice(&old_image[start..end]);
+                    }
+                    for &(start, end) in &new_spans {
+                        out.extend_from_slice(&new_image[start..end]);
+                    }
+                });
             }
             old_slot.close();
             new_slot.close();
             // Each row is in one capture: their order does not matter, but
             // is kept the same from run to run.
-            let mut writers: Vec<(Vec<u16>, CaptureWriter)> = writers.into_iter().collect();
-            writers.sort_by_key(|(changed, _)| changed.clone());
+            writers.sort_by(|a, b| a.0.cmp(&b.0));
             for (_, writer) in writers {
                 writer.finish();
             }
@@ -329,6 +340,10 @@ struct Reader {
     store: *mut pg_sys::Tuplestorestate,
     pointer: i32,
     slot: *mut pg_sys::TupleTableSlot,
+    /// Where a row read back from a tuplestore spilled to disk is made (the
+    /// slot frees it when the next comes): the context current at open,
+    /// not the capture's scratch one, which is reset under it.
+    context: pg_sys::MemoryContext,
 }
 
 impl Reader {
@@ -341,7 +356,12 @@ impl Reader {
             pg_sys::tuplestore_select_read_pointer(store, pointer);
             pg_sys::tuplestore_rescan(store);
             let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
-            Reader { store, pointer, slot }
+            Reader {
+                store,
+                pointer,
+                slot,
+                context: pg_sys::CurrentMemoryContext,
+            }
         }
     }
 
@@ -351,8 +371,10 @@ impl Reader {
     /// The reader is open.
     unsafe fn next(&self) -> bool {
         // SAFETY: per the contract; the slot keeps the tuplestore's tuple
-        // until the next call.
+        // until the next call; the context is the reader's, alive while it
+        // is.
         unsafe {
+            let _current = CurrentContext::switch_to(self.context);
             pg_sys::tuplestore_select_read_pointer(self.store, self.pointer);
             pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot)
         }
@@ -381,5 +403,28 @@ impl Reader {
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
             pg_sys::tuplestore_select_read_pointer(self.store, 0);
         }
+    }
+}
+
+/// Makes a memory context current until dropped.
+struct CurrentContext(pg_sys::MemoryContext);
+
+impl CurrentContext {
+    /// # Safety
+    /// `context` outlives the returned value.
+    unsafe fn switch_to(context: pg_sys::MemoryContext) -> CurrentContext {
+        // SAFETY: per the contract.
+        unsafe {
+            let previous = pg_sys::CurrentMemoryContext;
+            pg_sys::CurrentMemoryContext = context;
+            CurrentContext(previous)
+        }
+    }
+}
+
+impl Drop for CurrentContext {
+    fn drop(&mut self) {
+        // SAFETY: the context current before, still alive.
+        unsafe { pg_sys::CurrentMemoryContext = self.0 };
     }
 }

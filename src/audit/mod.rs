@@ -5,9 +5,11 @@
 //! - `enable_audit.rs`: `enable_audit`, `disable_audit` and the triggers they install;
 //! - `audit_delete.rs`: the statement-level AFTER DELETE trigger (transition table);
 //! - `audit_update.rs`: the statement-level AFTER UPDATE trigger (old and new rows);
-//! - `restore.rs`: `restore()`; `put_back.rs`: how one capture's rows go back.
+//! - `restore.rs`: `restore()`; `put_back.rs`: how one capture's rows go back;
+//! - `capture_entries.rs`: an UPDATE capture's entries as rows, for its revert.
 pub mod audit_delete;
 pub mod audit_update;
+mod capture_entries;
 pub mod enable_audit;
 mod put_back;
 pub mod restore;

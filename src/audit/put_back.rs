@@ -15,8 +15,8 @@
 //! thousand rows per statement. Repaired rows are put back by key with
 //! `UPDATE ... FROM unnest($1)`.
 //!
-//! An UPDATE capture is reverted with `UPDATE ... FROM unnest(...)`, up to
-//! fifty thousand entries per statement: a row found by its key gets each
+//! An UPDATE capture is reverted by one `UPDATE ... FROM
+//! invariants.capture_entries(...)` statement: a row found by its key gets each
 //! changed column's old value back only if it still holds, in every changed
 //! column, exactly the image the UPDATE wrote (compared as the type's
 //! binary send form, as the log holds it); any other row is a conflict,
@@ -27,8 +27,9 @@ use std::ffi::{c_int, c_void, CString};
 
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, PgList};
+use pgrx::PgList;
 
+use super::capture_entries::{self, Reverting};
 use crate::audit_log::binary::{self, Decoder, Purpose, COPY_HEADER, COPY_TRAILER};
 use crate::catalog::{self, first_row, quote_ident, spi, Column, Table};
 use crate::errors::InvariantError;
@@ -212,7 +213,7 @@ fn legacy_fields(table: &Table, capture: &Capture) -> Result<Fields, String> {
 }
 
 /// The first entry id of each batch of the capture, in order.
-fn batches(capture: i64) -> Vec<i64> {
+pub(super) fn batches(capture: i64) -> Vec<i64> {
     reading_as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = spi(client.select(
@@ -226,7 +227,7 @@ fn batches(capture: i64) -> Vec<i64> {
 }
 
 /// The images of one batch, copied out of the log.
-fn batch_images(capture: i64, first_id: i64) -> Vec<u8> {
+pub(super) fn batch_images(capture: i64, first_id: i64) -> Vec<u8> {
     reading_as_extension_owner(|| {
         let values = first_row(
             "SELECT images FROM invariants.audit_rows WHERE capture = $1 AND first_id = $2",
@@ -648,65 +649,52 @@ fn finish(capture: &Capture, result: Result<(i64, i64), InvariantError>) -> Outc
 
 // ------------------------------------------------------- reverting UPDATEs
 
-/// Entries of an UPDATE capture reverted per statement.
-const REVERT_BATCHES: usize = 50;
-
 /// One field of an UPDATE capture's entries, with the column it is of.
 struct RevertField {
     part: char,
     column: Column,
 }
 
-/// Reverts an UPDATE capture's rows that still hold what it wrote.
+/// Reverts an UPDATE capture's rows that still hold what it wrote, with one
+/// statement that reads the entries through `capture_entries`.
 fn revert_updates(table: &Table, capture: &Capture) -> Outcome {
-    let (fields, decoder) = match revert_fields(table, capture) {
+    let fields = match revert_fields(table, capture) {
         Ok(fields) => fields,
         Err(problem) => return Outcome::problem(capture, problem),
     };
-    let (sql, types) = revert_sql(table, &fields);
-    let mut outcome = Outcome::default();
-    let all = batches(capture.id);
-    for chunk in all.chunks(REVERT_BATCHES) {
-        let result = as_table_owner(table.oid, || {
-            with_canonical_formats(|| {
-                let mut images: Vec<Vec<u8>> = Vec::with_capacity(chunk.len());
-                for first_id in chunk {
-                    images.push(batch_images(capture.id, *first_id));
-                }
-                // SAFETY: inside a transaction, formats pinned as at
-                // capture; the arrays are made in the current context and
-                // passed as values of the types the statement declares.
-                let args = unsafe { revert_arguments(table, &fields, &decoder, &images, &types)? };
-                let args: Vec<pgrx::datum::DatumWithOid> = args
-                    .iter()
-                    // SAFETY: each array datum is of the type beside it.
-                    .map(|(datum, type_oid)| unsafe { pgrx::datum::DatumWithOid::new(*datum, *type_oid) })
-                    .collect();
-                Ok::<_, InvariantError>(Spi::connect_mut(|client| {
-                    let rows = spi(client.update(&sql, None, &args));
-                    spi(rows.first().get_two::<i64, pgrx::JsonB>())
-                }))
+    let reverting = Reverting {
+        capture: capture.id,
+        types: capture.types.clone(),
+        formats: capture.formats.clone(),
+        raw: fields.iter().map(|f| f.part == 'n').collect(),
+    };
+    let sql = revert_sql(table, &fields, &capture.types);
+    let result = capture_entries::reverting(&reverting, || {
+        as_table_owner(table.oid, || {
+            Spi::connect_mut(|client| {
+                let rows = client.update(&sql, None, &[capture.id.into(), capture.entries.into()])?;
+                rows.first().get_two::<i64, pgrx::JsonB>()
             })
-        });
-        match result {
-            Ok((done, conflicts)) => {
-                outcome.restored += done.unwrap_or(0);
-                if let Some(pgrx::JsonB(serde_json::Value::Array(keys))) = conflicts {
-                    outcome.conflicts.extend(keys);
-                }
-            }
-            Err(error) => {
-                outcome.problem = Some(format!("capture {}: {}", capture.id, error.message));
-                break;
-            }
-        }
+        })
+    });
+    match result {
+        Ok((done, conflicts)) => Outcome {
+            restored: done.unwrap_or(0),
+            conflicts: match conflicts {
+                Some(pgrx::JsonB(serde_json::Value::Array(keys))) => keys,
+                _ => Vec::new(),
+            },
+            ..Outcome::default()
+        },
+        // pgrx's own errors; Postgres' (a rule the old values break, say)
+        // are raised and end the restore.
+        Err(error) => Outcome::problem(capture, format!("capture {}: {error}", capture.id)),
     }
-    outcome
 }
 
 /// The capture's fields with their columns now; why not, when a column is
 /// gone or has another type since.
-fn revert_fields(table: &Table, capture: &Capture) -> Result<(Vec<RevertField>, Decoder), String> {
+fn revert_fields(table: &Table, capture: &Capture) -> Result<Vec<RevertField>, String> {
     let (Some(names), Some(parts)) = (&capture.columns, &capture.parts) else {
         return Err(format!("capture {} holds no row images", capture.id));
     };
@@ -730,63 +718,63 @@ fn revert_fields(table: &Table, capture: &Capture) -> Result<(Vec<RevertField>, 
             column: column.clone(),
         });
     }
-    let decoder = Decoder::new(&capture.types, &capture.formats, Purpose::Restore);
-    if let Some(gone) = decoder.missing_type() {
+    if let Some(gone) = Decoder::new(&capture.types, &capture.formats, Purpose::Restore).missing_type() {
         return Err(format!(
             "capture {}: the type of a logged column (OID {}) no longer exists",
             capture.id,
             gone.to_u32()
         ));
     }
-    Ok((fields, decoder))
+    Ok(fields)
 }
 
-/// The statement that reverts a chunk of entries, and the type of each of
-/// its parameters: the keys and the old values each as an array of the
-/// table's rows (only those columns set: any column type fits), and each
-/// changed column's new values as an array of bytea (the images as logged).
-fn revert_sql(table: &Table, fields: &[RevertField]) -> (String, Vec<Oid>) {
-    let rows = row_array_type(table);
-    let mut types = vec![rows, rows];
-    let mut news = Vec::new();
+/// The statement that reverts a whole capture (`$1` its id, `$2` its entry
+/// count): a changed row found by its key gets its old values back where
+/// each changed column still holds the image the UPDATE wrote; returns how
+/// many rows, and the keys of the rest.
+fn revert_sql(table: &Table, fields: &[RevertField], types: &[Oid]) -> String {
+    let mut definitions = Vec::with_capacity(fields.len() + 1);
     let (mut matches, mut sets, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-    for field in fields {
+    for (i, (field, type_oid)) in fields.iter().zip(types).enumerate() {
         let column = quote_ident(&field.column.name);
+        let alias = format!("f{i}");
+        let type_name = if field.part == 'n' {
+            "pg_catalog.bytea".to_string()
+        } else {
+            type_name(*type_oid)
+        };
+        definitions.push(format!("{alias} {type_name}"));
         match field.part {
             'k' => {
-                matches.push(format!("t.{column} = (e.k).{column}"));
-                keys.push(format!(
-                    "{}, (e.k).{column}",
-                    catalog::quote_literal(&field.column.name)
-                ));
+                matches.push(format!("t.{column} = e.{alias}"));
+                keys.push(format!("{}, e.{alias}", catalog::quote_literal(&field.column.name)));
             }
-            'o' => sets.push(format!("{column} = (e.o).{column}")),
-            _ => {
-                let n = news.len();
-                types.push(pg_sys::BYTEAARRAYOID);
-                news.push(format!("pg_catalog.unnest(${}) AS n{n}", types.len()));
-                matches.push(format!(
-                    "{} IS NOT DISTINCT FROM e.n{n}",
-                    image_of(&format!("t.{column}"), field.column.type_oid)
-                ));
-            }
+            'o' => sets.push(format!("{column} = e.{alias}")),
+            _ => matches.push(format!(
+                "{} IS NOT DISTINCT FROM e.{alias}",
+                image_of(&format!("t.{column}"), field.column.type_oid)
+            )),
         }
     }
-    // Set-returning functions in one select list advance together.
-    let sql = format!(
-        "WITH e AS (SELECT pg_catalog.unnest($1) AS k, pg_catalog.unnest($2) AS o, {news},
-                           pg_catalog.generate_series(1, pg_catalog.cardinality($1)) AS ord),
+    definitions.push("ord pg_catalog.int8".into());
+    format!(
+        "WITH e AS (SELECT * FROM invariants.capture_entries($1) AS e({definitions}) LIMIT $2),
               done AS (UPDATE {t} AS t SET {sets} FROM e WHERE {matches} RETURNING e.ord)
          SELECT (SELECT pg_catalog.count(*) FROM done),
                 (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object({keys}) ORDER BY e.ord) FROM e
                   WHERE NOT EXISTS (SELECT FROM done WHERE done.ord = e.ord))",
-        news = news.join(", "),
+        definitions = definitions.join(", "),
         t = table.qualified(),
         sets = sets.join(", "),
         matches = matches.join(" AND "),
         keys = keys.join(", "),
-    );
-    (sql, types)
+    )
+}
+
+/// A type's name for generated SQL: qualified unless `search_path`, pinned
+/// to pg_catalog first, finds it.
+fn type_name(type_oid: Oid) -> String {
+    crate::sql::one::<String>("SELECT pg_catalog.format_type($1, NULL)", &[type_oid.into()]).unwrap_or_default()
 }
 
 /// SQL for the image of `expression` (a value of `type_oid`) as the log
@@ -804,87 +792,5 @@ fn image_of(expression: &str, type_oid: Oid) -> String {
     match send {
         Some(function) => format!("{function}({expression})"),
         None => format!("pg_catalog.textsend({expression}::pg_catalog.text)"),
-    }
-}
-
-/// The arrays of one chunk's entries (see [`revert_sql`]), with their
-/// types.
-///
-/// # Safety
-/// Inside a transaction, with `client_encoding` pinned as at capture.
-unsafe fn revert_arguments(
-    table: &Table,
-    fields: &[RevertField],
-    decoder: &Decoder,
-    images: &[Vec<u8>],
-    types: &[Oid],
-) -> Result<Vec<(Datum, Oid)>, InvariantError> {
-    // SAFETY: per the contract; the row type's descriptor is held while
-    // the rows are formed, and every datum is made in the current context.
-    unsafe {
-        let rowtype = pg_sys::get_rel_type_id(table.oid);
-        let desc = pg_sys::lookup_rowtype_tupdesc(rowtype, -1);
-        let natts = (*desc).natts as usize;
-        let (mut keys, mut olds): (Vec<Datum>, Vec<Datum>) = (Vec::new(), Vec::new());
-        let news = fields.iter().filter(|f| f.part == 'n').count();
-        let mut raw: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); news];
-        let mut outcome = Ok(());
-        'rows: for batch in images {
-            let mut tuples = binary::tuples(batch);
-            while let Some(row) = tuples.next_tuple() {
-                let mut key = (vec![Datum::from(0); natts], vec![true; natts]);
-                let mut old = (vec![Datum::from(0); natts], vec![true; natts]);
-                let mut n = 0;
-                for (i, field) in fields.iter().enumerate() {
-                    let bytes = row.get(i).copied().flatten();
-                    let target = match field.part {
-                        'k' => &mut key,
-                        'o' => &mut old,
-                        _ => {
-                            if let Some(slot) = raw.get_mut(n) {
-                                slot.push(bytes.map(<[u8]>::to_vec));
-                            }
-                            n += 1;
-                            continue;
-                        }
-                    };
-                    if let Some(bytes) = bytes {
-                        match decoder.decode(i, bytes) {
-                            Ok(datum) => {
-                                let at = field.column.attnum as usize - 1;
-                                target.0[at] = datum;
-                                target.1[at] = false;
-                            }
-                            Err(error) => {
-                                outcome = Err(error);
-                                break 'rows;
-                            }
-                        }
-                    }
-                }
-                for ((values, nulls), out) in [(&mut key, &mut keys), (&mut old, &mut olds)] {
-                    let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                    out.push(pg_sys::heap_copy_tuple_as_datum(tuple, desc));
-                }
-            }
-        }
-        pg_sys::DecrTupleDescRefCount(desc);
-        outcome?;
-        let mut args = Vec::with_capacity(types.len());
-        for rows in [&mut keys, &mut olds] {
-            let array = pg_sys::construct_array(
-                rows.as_mut_ptr(),
-                rows.len() as i32,
-                rowtype,
-                -1,
-                false,
-                pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
-            );
-            args.push(Datum::from(array));
-        }
-        for values in raw {
-            args.push(values.into_datum().unwrap_or(Datum::from(0)));
-        }
-        Ok(args.into_iter().zip(types.iter().copied()).collect())
     }
 }

@@ -68,6 +68,29 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_large_update_whose_rows_spill_to_disk_is_captured_and_reverted() {
+        run("CREATE TABLE big (id int PRIMARY KEY, n int, pad text)");
+        run("INSERT INTO big SELECT i, i, repeat('x', 200) FROM generate_series(1, 20000) i");
+        run("SELECT invariants.enable_audit('big', updates => true)");
+        // Transition tables and the entries read back spill past work_mem.
+        run("SET LOCAL work_mem = '64kB'");
+        run("UPDATE big SET n = -n, pad = CASE WHEN id % 2 = 0 THEN 'y' ELSE pad END");
+        assert_eq!(updates(), 20000);
+        assert_eq!(
+            count("SELECT count(DISTINCT capture) FROM invariants.audit_log WHERE op = 'UPDATE'"),
+            2
+        );
+        assert_eq!(
+            count("SELECT restored FROM invariants.restore(pg_current_xact_id())"),
+            20000
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM big WHERE n = id AND pad = repeat('x', 200)"),
+            20000
+        );
+    }
+
+    #[pg_test]
     fn restore_reverts_updates_of_every_common_type_exactly() {
         run("CREATE TYPE mood AS ENUM ('low', 'high')");
         run("CREATE DOMAIN positive AS int CHECK (VALUE > 0)");
@@ -389,6 +412,12 @@ mod tests {
                 "SELECT invariants.protect('withkey', max_update_rows => -1)",
                 "22023",
                 "max_update_rows",
+            ),
+            // The log's entries are not readable this way.
+            (
+                "SELECT * FROM invariants.capture_entries(1) AS e(a int, ord int8)",
+                "42501",
+                "restore",
             ),
         ] {
             let error = error_of(sql).unwrap_or_else(|| panic!("{sql} must fail"));

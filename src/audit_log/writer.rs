@@ -166,6 +166,16 @@ impl CaptureWriter {
         }
     }
 
+    /// Adds one entry whose bytes `write` copies in, already made (it
+    /// allocates nothing in Postgres' memory).
+    pub fn append_made(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.batch);
+        self.in_batch += 1;
+        if self.in_batch == BATCH {
+            self.flush();
+        }
+    }
+
     fn flush(&mut self) {
         if self.in_batch == 0 {
             return;
