@@ -7,8 +7,9 @@
 lib_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# Every major version built and tested, oldest first.
-PG_VERSIONS=(15 16 17 18)
+# Every major version built and tested, oldest first; PG_MAJORS="18" in
+# the environment narrows a run to some of them.
+read -r -a PG_VERSIONS <<<"${PG_MAJORS:-15 16 17 18}"
 
 # pg_use MAJOR: sets PG_MAJOR, PG_BIN and PG_CONFIG for that version.
 pg_use() {

@@ -92,6 +92,7 @@ mod tests {
 
     #[pg_test]
     fn restore_reverts_updates_of_every_common_type_exactly() {
+        // No xml: not every server is built with libxml.
         run("CREATE TYPE mood AS ENUM ('low', 'high')");
         run("CREATE DOMAIN positive AS int CHECK (VALUE > 0)");
         run("CREATE TYPE pair AS (a int, b text)");
@@ -99,12 +100,12 @@ mod tests {
                 id int PRIMARY KEY, i2 int2, i8 int8, n numeric, f4 real, f8 float8, b bool,
                 t text, vc varchar(20), ch char(3), ba bytea, d date, ts timestamp, tz timestamptz,
                 iv interval, u uuid, j json, jb jsonb, ia int[], ta text[], m mood, p positive,
-                pr pair, pt point, ip inet, r int4range, x xml, bits bit varying)");
+                pr pair, pt point, ip inet, r int4range, x tsvector, bits bit varying)");
         run("INSERT INTO typed VALUES
               (1, 1, 9007199254740993, 1.10, '-0', 'NaN', true, 'tëxt', 'v', 'ab', '\\x00ff', '2020-02-29',
                '2020-01-01 10:00', '2020-01-01 10:00+02', '1 day 2 hours', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
                '{\"b\": 1,  \"a\": [1, 2]}', '{\"k\": null}', '[0:1]={1,2}', '{a,NULL}', 'low', 5,
-               '(1,x)', '(1.5,2)', '10.0.0.1/8', '[1,5)', '<a>1</a>', B'101'),
+               '(1,x)', '(1.5,2)', '10.0.0.1/8', '[1,5)', 'a:1 b', B'101'),
               (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)");
         run("CREATE TABLE typed_before AS SELECT * FROM typed");
@@ -114,7 +115,7 @@ mod tests {
             "UPDATE typed SET i2 = 2, i8 = -1, n = 'NaN', f4 = 0, f8 = 'Infinity', b = false, t = 'other',
                  vc = 'w', ch = 'zz', ba = '\\x01', d = 'infinity', ts = '1999-12-31 23:59:59.999999',
                  tz = NULL, iv = '-3 mons', u = NULL, j = '[]', jb = 'null', ia = '{3}', ta = '{}',
-                 m = 'high', p = 7, pr = '(2,)', pt = '(0,0)', ip = '::1', r = 'empty', x = '<b/>',
+                 m = 'high', p = 7, pr = '(2,)', pt = '(0,0)', ip = '::1', r = 'empty', x = 'c',
                  bits = B'1'
              WHERE id = 1",
         );
@@ -123,7 +124,7 @@ mod tests {
                  ch = 'c', ba = '', d = '2000-01-01', ts = '2000-01-01', tz = '2000-01-01 00:00+00',
                  iv = '0', u = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', j = 'null', jb = '{}', ia = '{}',
                  ta = '{NULL}', m = 'low', p = 1, pr = '(,)', pt = '(1,1)', ip = '1.2.3.4', r = '[1,2]',
-                 x = 'text', bits = B''
+                 x = 'd:2A', bits = B''
              WHERE id = 2",
         );
         assert_eq!(differing_rows("typed", "typed_before"), 2);
