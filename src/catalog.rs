@@ -65,36 +65,7 @@ pub fn spi<T>(result: Result<T, SpiError>) -> T {
     }
 }
 
-/// Quotes an identifier for generated SQL, always with double quotes.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// An identifier as a person would write it in SQL: bare when it is a plain
-/// lower-case name, quoted otherwise (for messages and suggested fixes).
-pub fn display_ident(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        quote_ident(name)
-    }
-}
-
-/// Quotes a string literal for generated SQL; a value with a backslash is
-/// written as an `E'...'` literal, which reads the same whatever
-/// `standard_conforming_strings` says.
-pub fn quote_literal(value: &str) -> String {
-    let quoted = value.replace('\'', "''");
-    if value.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
-    }
-}
+pub use pg_invariants_core::quote::{display_ident, quote_ident, quote_literal};
 
 /// The oid of the relation a (possibly qualified) name stands for, if any.
 pub fn oid_of(name: &str) -> Option<Oid> {

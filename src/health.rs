@@ -4,29 +4,12 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
+use pg_invariants_core::health::{health_score, status};
+
 use crate::catalog::quote_literal;
 use crate::guards::lint::{trigger_fix, trigger_problems};
 use crate::privilege::pinned;
 use crate::rules::violations::{count, detectable, percent};
-
-/// 100 minus the percentage of rows violating any rule, rounded down.
-fn health_score(violating: i64, total: i64) -> i64 {
-    if total == 0 {
-        return 100;
-    }
-    // 100 - ceil(100 * violating / total), in integers.
-    100 - (100 * violating + total - 1) / total
-}
-
-fn status(violating: i64, total: i64) -> &'static str {
-    if violating == 0 {
-        "healthy"
-    } else if 100 * violating < 5 * total {
-        "degraded"
-    } else {
-        "critical"
-    }
-}
 
 #[pg_extern(schema = "invariants")]
 fn health() -> JsonB {
@@ -111,22 +94,4 @@ fn repair_scheduled() -> bool {
             "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = 'pg_invariants_repair')",
             &[],
         ) == Some(true)
-}
-
-#[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests {
-    use super::{health_score, status};
-
-    #[pgrx::pg_test]
-    fn score_is_100_minus_violating_percentage_rounded_down() {
-        assert_eq!(health_score(0, 0), 100);
-        assert_eq!(health_score(0, 10), 100);
-        assert_eq!(health_score(53, 73), 27); // 100 - 72.6 = 27.4
-        assert_eq!(health_score(1, 1000), 99); // 99.9
-        assert_eq!(health_score(10, 10), 0);
-        assert_eq!(status(0, 10), "healthy");
-        assert_eq!(status(4, 100), "degraded");
-        assert_eq!(status(5, 100), "critical");
-    }
 }

@@ -4,6 +4,10 @@
 //! `privilege`; each capability has its own module whose files are named after
 //! the SQL functions and triggers they define.
 #![deny(ffi_unwind_calls)]
+// InvariantError carries every field Postgres reports (message, DETAIL,
+// HINT, schema, table, column, constraint) and is made on error paths only,
+// where its size costs nothing.
+#![allow(clippy::result_large_err)]
 
 use pgrx::prelude::*;
 
@@ -14,7 +18,7 @@ pub mod audit_log;
 pub mod catalog;
 pub mod compat;
 pub mod errors;
-pub mod fast_hash;
+pub use pg_invariants_core::fast_hash;
 pub mod guards;
 pub mod guc;
 pub mod health;
@@ -25,8 +29,19 @@ pub mod relcache;
 pub mod rules;
 pub mod soft_delete;
 pub mod sql;
+pub mod table_config;
 pub mod tuple;
 pub mod xact;
+
+/// Every capability, as the trigger registry sees it. A trigger two of them
+/// need (the TRUNCATE guard) belongs to the first: refusing comes before
+/// keeping, keeping before logging.
+pub const CAPABILITIES: [registry::Capability; 4] = [
+    rules::CAPABILITY,
+    guards::CAPABILITY,
+    soft_delete::CAPABILITY,
+    audit::CAPABILITY,
+];
 
 /// The extension's schema. It is created by the extension script (not by the
 /// control file) so that DROP EXTENSION removes it too.

@@ -14,113 +14,10 @@
 use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
-use crate::catalog::{self, quote_ident, quote_literal, spi, Table};
+pub use pg_invariants_core::triggers::{Level, Timing, Trigger};
+
+use crate::catalog::{self, spi, Table};
 use crate::fast_hash::FastMap;
-
-// Bits of pg_trigger.tgtype.
-const ROW: i16 = 1 << 0;
-const BEFORE: i16 = 1 << 1;
-pub const INSERT: i16 = 1 << 2;
-pub const DELETE: i16 = 1 << 3;
-pub const UPDATE: i16 = 1 << 4;
-pub const TRUNCATE: i16 = 1 << 5;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timing {
-    Before,
-    After,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Row,
-    Statement,
-}
-
-/// One trigger of the extension's on one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trigger {
-    pub name: String,
-    /// The capability it serves, for messages ("rules", "audit", ...).
-    pub capability: &'static str,
-    /// Its function, in schema `invariants`.
-    pub function: &'static str,
-    pub args: Vec<String>,
-    pub timing: Timing,
-    /// `INSERT | UPDATE | ...` bits.
-    pub events: i16,
-    /// The columns of `UPDATE OF`, sorted; empty for any UPDATE.
-    pub columns: Vec<String>,
-    pub level: Level,
-    /// The names of the OLD and NEW transition tables, for statement
-    /// triggers that read the rows.
-    pub old_table: Option<&'static str>,
-    pub new_table: Option<&'static str>,
-    /// A row trigger that fires only for rows whose old value of this
-    /// column is set (`WHEN (OLD.column IS NOT NULL)`).
-    pub when_old_set: Option<String>,
-}
-
-impl Trigger {
-    fn tgtype(&self) -> i16 {
-        let mut bits = self.events;
-        if self.level == Level::Row {
-            bits |= ROW;
-        }
-        if self.timing == Timing::Before {
-            bits |= BEFORE;
-        }
-        bits
-    }
-
-    /// The CREATE TRIGGER statement for `table`.
-    pub fn create_sql(&self, table: &Table) -> String {
-        let mut events = Vec::new();
-        for (bit, name) in [
-            (INSERT, "INSERT"),
-            (DELETE, "DELETE"),
-            (UPDATE, "UPDATE"),
-            (TRUNCATE, "TRUNCATE"),
-        ] {
-            if self.events & bit != 0 {
-                if bit == UPDATE && !self.columns.is_empty() {
-                    let columns: Vec<String> = self.columns.iter().map(|c| quote_ident(c)).collect();
-                    events.push(format!("UPDATE OF {}", columns.join(", ")));
-                } else {
-                    events.push(name.to_string());
-                }
-            }
-        }
-        let mut referencing = String::new();
-        if let Some(name) = self.old_table {
-            referencing.push_str(&format!(" OLD TABLE AS {}", quote_ident(name)));
-        }
-        if let Some(name) = self.new_table {
-            referencing.push_str(&format!(" NEW TABLE AS {}", quote_ident(name)));
-        }
-        if !referencing.is_empty() {
-            referencing.insert_str(0, " REFERENCING");
-        }
-        let args: Vec<String> = self.args.iter().map(|a| quote_literal(a)).collect();
-        let when = self.when_old_set.as_ref().map_or(String::new(), |column| {
-            format!(" WHEN (OLD.{} IS NOT NULL)", quote_ident(column))
-        });
-        format!(
-            "CREATE TRIGGER {} {} {} ON {}{referencing} FOR EACH {}{when} EXECUTE FUNCTION invariants.{}({})",
-            quote_ident(&self.name),
-            if self.timing == Timing::Before {
-                "BEFORE"
-            } else {
-                "AFTER"
-            },
-            events.join(" OR "),
-            table.qualified(),
-            if self.level == Level::Row { "ROW" } else { "STATEMENT" },
-            self.function,
-            args.join(", ")
-        )
-    }
-}
 
 /// A trigger a table needs; `cloned` when Postgres gives it the trigger
 /// (a row-level trigger of a partitioned table above it).
@@ -130,19 +27,28 @@ pub struct Required {
     pub cloned: bool,
 }
 
-/// Where a capability's declarations on a table, or above it, turn into the
-/// triggers it needs. One function per capability, called with the table
-/// and its ancestors (nearest first); it returns the triggers the table needs.
-type Provider = fn(Oid, &[Oid]) -> Vec<Trigger>;
+/// What a capability tells the registry; each capability's module
+/// declares one, and `crate::CAPABILITIES` lists them.
+pub struct Capability {
+    /// The triggers a table needs for what the capability declares on it or
+    /// on a table above it; called with the table and its ancestors
+    /// (nearest first). Each is one of `pg_invariants_core::triggers`.
+    pub triggers: fn(Oid, &[Oid]) -> Vec<Trigger>,
+    /// Makes the capability's declarations follow the rename of a column of
+    /// a table (old name, new name).
+    pub follow_column_rename: fn(Oid, &str, &str),
+}
 
-const PROVIDERS: [Provider; 6] = [
-    crate::rules::declare::triggers,
-    crate::rules::require_count::triggers,
-    crate::audit::enable_audit::triggers,
-    crate::guards::before_truncate::triggers,
-    crate::guards::update_budget::triggers,
-    crate::soft_delete::enable_soft_delete::triggers,
-];
+/// For a capability whose declarations name no column.
+pub fn names_no_column(_relid: Oid, _old: &str, _new: &str) {}
+
+/// The declarations of every capability follow the rename of column `old`
+/// of `relid` to `new`.
+pub fn follow_column_rename(relid: Oid, old: &str, new: &str) {
+    for capability in &crate::CAPABILITIES {
+        (capability.follow_column_rename)(relid, old, new);
+    }
+}
 
 /// The triggers `relid` needs.
 pub fn required(relid: Oid) -> Vec<Required> {
@@ -150,8 +56,9 @@ pub fn required(relid: Oid) -> Vec<Required> {
     let partition = is_partition(relid);
     let existing_columns: Vec<String> = catalog::columns(relid).into_iter().map(|c| c.name).collect();
     let mut needed: Vec<Required> = Vec::new();
-    for provider in PROVIDERS {
-        for mut trigger in provider(relid, &lineage) {
+    for capability in &crate::CAPABILITIES {
+        for mut trigger in (capability.triggers)(relid, &lineage) {
+            // A trigger two capabilities need belongs to the first.
             if needed.iter().any(|r| r.trigger.name == trigger.name) {
                 continue;
             }
@@ -242,20 +149,7 @@ fn matches(existing: &Existing, trigger: &Trigger) -> bool {
         && existing.columns == columns
         && existing.old_table.as_deref() == trigger.old_table
         && existing.new_table.as_deref() == trigger.new_table
-        && existing.when.as_deref().map(normalized_when)
-            == trigger
-                .when_old_set
-                .as_deref()
-                .map(|c| normalized_when(&format!("old.{} IS NOT NULL", quote_ident(c))))
-}
-
-/// A WHEN condition as text to compare: lowercase, without quotes,
-/// parentheses or spaces (Postgres shows `(old.deleted_at IS NOT NULL)`).
-fn normalized_when(text: &str) -> String {
-    text.chars()
-        .filter(|c| !matches!(c, '"' | '(' | ')' | ' '))
-        .flat_map(char::to_lowercase)
-        .collect()
+        && trigger.same_when(existing.when.as_deref())
 }
 
 /// How one of a table's triggers differs from what it needs.
@@ -316,6 +210,9 @@ pub fn fresh(relid: Oid) -> bool {
 /// created, differing ones created again, and the extension's triggers it
 /// no longer needs dropped.
 pub fn sync(relid: Oid) {
+    // A declaration changed by this statement is not yet seen through the
+    // relcache's invalidation (that comes at the next command).
+    crate::relcache::forget(relid);
     let Some(table) = Table::lookup(relid) else { return };
     let needed = required(relid);
     let present = existing(relid, &needed);
@@ -330,7 +227,7 @@ pub fn sync(relid: Oid) {
             if !keep {
                 spi(Spi::run(&format!(
                     "DROP TRIGGER {} ON {}",
-                    quote_ident(&e.name),
+                    catalog::quote_ident(&e.name),
                     table.qualified()
                 )));
             }
@@ -338,7 +235,7 @@ pub fn sync(relid: Oid) {
         let present = existing(relid, &needed);
         for r in needed.iter().filter(|r| !r.cloned) {
             if !present.iter().any(|e| e.name == r.trigger.name) {
-                spi(Spi::run(&r.trigger.create_sql(&table)));
+                spi(Spi::run(&r.trigger.create_sql(&table.qualified())));
             }
         }
     });

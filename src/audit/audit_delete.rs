@@ -17,7 +17,7 @@ use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 use crate::relcache;
 
-pub const TRIGGER_NAME: &str = "invariants_audit_delete";
+pub const TRIGGER_NAME: &str = pg_invariants_core::triggers::AUDIT_DELETE.name;
 
 crate::c_function!(audit_delete, pg_finfo_audit_delete, audit_delete_body);
 

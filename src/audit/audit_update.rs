@@ -22,7 +22,7 @@ use crate::catalog::{columns, key_columns, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{pinned, with_canonical_formats};
 
-pub const TRIGGER_NAME: &str = "invariants_audit_update";
+pub const TRIGGER_NAME: &str = pg_invariants_core::triggers::AUDIT_UPDATE.name;
 
 crate::c_function!(audit_update, pg_finfo_audit_update, audit_update_body);
 
@@ -248,7 +248,7 @@ impl Plan {
             let mut row = 0u64;
             while old_slot.next() && new_slot.next() {
                 row += 1;
-                if row % 1000 == 0 {
+                if row.is_multiple_of(1000) {
                     pg_sys::MemoryContextReset(scratch_context);
                 }
                 pg_sys::slot_getsomeattrs_int(old_slot.slot, natts);

@@ -3,11 +3,11 @@
 //! that a DELETE or TRUNCATE naming a partition is captured as well).
 use pgrx::prelude::*;
 
-use super::{audit_delete, audit_update};
 use crate::catalog::{column_arg, key_columns, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{as_extension_owner, pinned};
-use crate::registry::{self, Level, Timing, Trigger};
+use crate::registry::{self, Trigger};
+use pg_invariants_core::triggers;
 use pgrx::pg_sys::Oid;
 
 /// Starts capturing every row removed from `tbl` by DELETE or TRUNCATE,
@@ -142,33 +142,15 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
     let Some(settings) = super::settings(relid) else {
         return Vec::new();
     };
-    let mut triggers = vec![Trigger {
-        name: audit_delete::TRIGGER_NAME.into(),
-        capability: "audit",
-        function: "audit_delete",
-        args: Vec::new(),
-        timing: Timing::After,
-        events: registry::DELETE,
-        columns: Vec::new(),
-        level: Level::Statement,
-        old_table: Some("invariants_deleted"),
-        new_table: None,
-        when_old_set: None,
-    }];
+    let mut needed = vec![triggers::AUDIT_DELETE.on_table()];
     if settings.updates {
-        triggers.push(Trigger {
-            name: audit_update::TRIGGER_NAME.into(),
-            capability: "audit",
-            function: "audit_update",
-            args: Vec::new(),
-            timing: Timing::After,
-            events: registry::UPDATE,
-            columns: Vec::new(),
-            level: Level::Statement,
-            old_table: Some("invariants_old"),
-            new_table: Some("invariants_new"),
-            when_old_set: None,
-        });
+        needed.push(triggers::AUDIT_UPDATE.on_table());
     }
-    triggers
+    // TRUNCATE is captured (when the table is neither protected nor
+    // soft-delete: then the guard that refuses it comes first).
+    needed.push(Trigger {
+        capability: "audit",
+        ..triggers::TRUNCATE_GUARD.on_table()
+    });
+    needed
 }

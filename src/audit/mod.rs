@@ -23,37 +23,19 @@ use std::cell::Cell;
 
 use pgrx::pg_sys::Oid;
 
-use crate::catalog::self_and_ancestors;
+use crate::table_config::TableConfig;
 
-/// How a table is audited: declared on it or on the nearest table above it.
-pub struct AuditSettings {
-    /// The table the settings are declared on.
-    pub declared_on: Oid,
-    pub truncate_capture_limit: i64,
-    /// UPDATEs are captured too.
-    pub updates: bool,
-    /// Columns never written to the log.
-    pub exclude: Vec<String>,
-}
+pub const CAPABILITY: crate::registry::Capability = crate::registry::Capability {
+    triggers: enable_audit::triggers,
+    follow_column_rename,
+};
+
+pub use crate::table_config::AuditSettings;
 
 /// The audit settings that apply to `relid` (set on it or on a table above
 /// it), or None when it is not audited.
 pub fn settings(relid: Oid) -> Option<AuditSettings> {
-    self_and_ancestors(relid).into_iter().find_map(|oid| {
-        crate::sql::three::<i64, bool, Vec<String>>(
-            "SELECT truncate_capture_limit, updates, exclude FROM invariants.audited_tables
-              WHERE tbl = $1::oid::regclass",
-            &[oid.into()],
-        )
-        .and_then(|(limit, updates, exclude)| {
-            Some(AuditSettings {
-                declared_on: oid,
-                truncate_capture_limit: limit?,
-                updates: updates.unwrap_or(false),
-                exclude: exclude.unwrap_or_default(),
-            })
-        })
-    })
+    TableConfig::of(relid).audit.clone()
 }
 
 /// The truncate capture limit that applies to `relid`, or None when it is

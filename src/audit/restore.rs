@@ -360,7 +360,8 @@ fn pending_captures(
     (by_table.into_values().collect(), gone.into_values().collect())
 }
 
-/// Sorts tables so that a table comes after every table it references.
+/// Sorts tables so that a table comes after every table it references
+/// (on a cycle of references, deferred checks sort out the rest).
 fn order_parents_first(mut pending: Vec<Pending>) -> Vec<Pending> {
     let lineage: Vec<Vec<Oid>> = pending.iter().map(|p| self_and_ancestors(p.table.oid)).collect();
     let references = |child: usize, parent: usize| -> bool {
@@ -370,20 +371,7 @@ fn order_parents_first(mut pending: Vec<Pending>) -> Vec<Pending> {
             &[lineage[child].clone().into(), lineage[parent].clone().into()],
         ) == Some(true)
     };
-    let n = pending.len();
-    let mut placed = vec![false; n];
-    let mut order = Vec::with_capacity(n);
-    while order.len() < n {
-        // The first table none of whose unplaced parents remain; on a cycle
-        // take the first unplaced one and let deferred checks sort it out.
-        let next = (0..n)
-            .filter(|&i| !placed[i])
-            .find(|&i| (0..n).all(|j| j == i || placed[j] || !references(i, j)))
-            .or_else(|| (0..n).find(|&i| !placed[i]));
-        let Some(i) = next else { break };
-        placed[i] = true;
-        order.push(i);
-    }
+    let order = pg_invariants_core::order::parents_first(pending.len(), references).order;
     let mut slots: Vec<Option<Pending>> = pending.drain(..).map(Some).collect();
     order.into_iter().filter_map(|i| slots[i].take()).collect()
 }

@@ -155,7 +155,7 @@ fn audit_entries_of(fcinfo: pg_sys::FunctionCallInfo) -> Result<pg_sys::Datum, I
                 let mut null = [row_data.is_null()];
                 pg_sys::tuplestore_putvalues(store, desc, value.as_mut_ptr(), null.as_mut_ptr());
             }
-            Ok(())
+            Ok::<(), InvariantError>(())
         })?;
         Ok(pg_sys::Datum::from(0))
     }

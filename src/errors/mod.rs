@@ -38,6 +38,17 @@ pub struct InvariantError {
     site: &'static std::panic::Location<'static>,
 }
 
+/// A rule declaration that cannot be a rule (parsed without a server).
+impl From<pg_invariants_core::spec::SpecError> for InvariantError {
+    fn from(error: pg_invariants_core::spec::SpecError) -> Self {
+        let invalid = InvariantError::new(Code::ERRCODE_INVALID_PARAMETER_VALUE, error.message);
+        match error.hint {
+            Some(hint) => invalid.hint(hint),
+            None => invalid,
+        }
+    }
+}
+
 impl InvariantError {
     #[track_caller]
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
@@ -294,6 +305,8 @@ macro_rules! c_function {
 
         #[no_mangle]
         #[doc(hidden)]
+        // Called by Postgres only, with its own fcinfo: not a Rust API.
+        #[allow(clippy::not_unsafe_ptr_arg_deref)]
         pub extern "C" fn $name(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
             // SAFETY: Postgres calls this with its own fcinfo, and this frame
             // holds nothing with a destructor.

@@ -15,10 +15,11 @@ use crate::audit_log::{capture, record_event, RowFlags};
 use crate::catalog::Table;
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
-use crate::registry::{self, Level, Timing, Trigger};
+use crate::registry::Trigger;
+use pg_invariants_core::triggers;
 use pgrx::pg_sys::Oid;
 
-pub const TRIGGER_NAME: &str = "invariants_truncate";
+pub const TRIGGER_NAME: &str = triggers::TRUNCATE_GUARD.name;
 
 crate::c_function!(before_truncate, pg_finfo_before_truncate, before_truncate_body);
 // 0.1.0's name of this trigger function, kept so that tables keep their
@@ -35,31 +36,13 @@ CREATE FUNCTION invariants.before_truncate() RETURNS trigger
     requires = ["schema"]
 );
 
-/// The truncate guard, for a table audited, protected or soft-delete
-/// (itself or through a table above it).
+/// The truncate guard of a protected table (itself or through a table
+/// above it).
 pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
-    let capability = if crate::guards::is_protected(relid) {
-        "guards"
-    } else if crate::soft_delete::soft_delete_column(relid).is_some() {
-        "soft delete"
-    } else if truncate_capture_limit(relid).is_some() {
-        "audit"
-    } else {
+    if !crate::guards::is_protected(relid) {
         return Vec::new();
-    };
-    vec![Trigger {
-        name: TRIGGER_NAME.into(),
-        capability,
-        function: "before_truncate",
-        args: Vec::new(),
-        timing: Timing::Before,
-        events: registry::TRUNCATE,
-        columns: Vec::new(),
-        level: Level::Statement,
-        old_table: None,
-        new_table: None,
-        when_old_set: None,
-    }]
+    }
+    vec![triggers::TRUNCATE_GUARD.on_table()]
 }
 
 fn before_truncate_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {

@@ -128,7 +128,7 @@ fn extension_gone() -> bool {
 /// A table whose rows no DDL may take without the owner's switch: audited,
 /// protected or soft-delete (itself or through a table above it).
 fn guarded(relid: Oid) -> bool {
-    !super::before_truncate::triggers(relid, &[]).is_empty()
+    crate::table_config::TableConfig::of(relid).keeps_rows()
 }
 
 /// The refusal of `what` on `table`, unless its owner allows it: then the
@@ -206,7 +206,7 @@ fn joins_hierarchy(tree: *mut pg_sys::Node) -> bool {
                 let statement = &*(tree as *const pg_sys::CreateSchemaStmt);
                 PgList::<pg_sys::Node>::from_pg(statement.schemaElts)
                     .iter_ptr()
-                    .any(|element| joins_hierarchy(element))
+                    .any(joins_hierarchy)
             }
             pg_sys::NodeTag::T_AlterTableStmt => {
                 let statement = &*(tree as *const pg_sys::AlterTableStmt);
@@ -413,7 +413,7 @@ fn guard_drop_event(drop_trigger: bool) -> Result<(), InvariantError> {
                 if had {
                     forget.push(d.objid);
                 }
-                if !protected_before.contains(&d.objid) && !(had && is_protected(d.objid)) {
+                if !protected_before.contains(&d.objid) && (!had || !is_protected(d.objid)) {
                     continue;
                 }
                 let gone = Table {
@@ -558,9 +558,7 @@ fn follow_rename(relid: Oid, old: &str, new: &str) {
     if extension_gone() || !registry::any_on(&catalog::self_and_ancestors(relid)) {
         return;
     }
-    crate::rules::follow_column_rename(relid, old, new);
-    crate::soft_delete::follow_column_rename(relid, old, new);
-    crate::audit::follow_column_rename(relid, old, new);
+    registry::follow_column_rename(relid, old, new);
     for member in catalog::self_and_descendants(relid) {
         catalog::invalidate(member);
     }

@@ -394,7 +394,7 @@ fn settings_of_dropped_tables() -> Vec<Finding> {
                 "a {} setting remains for a table that no longer exists (OID {})",
                 r[0], r[1]
             ),
-            format!("SELECT invariants.forget_dropped_tables(); -- removes it"),
+            "SELECT invariants.forget_dropped_tables(); -- removes it".to_string(),
         )
     })
     .collect()

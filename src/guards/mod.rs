@@ -24,32 +24,28 @@ mod tests;
 
 use pgrx::pg_sys::Oid;
 
-use crate::catalog::{self_and_ancestors, Table};
+use crate::catalog::Table;
 use crate::errors::{Code, InvariantError};
+use crate::table_config::TableConfig;
 
-/// The guards on a protected table.
-pub struct Protection {
-    /// The protected table: `relid` itself or a partitioned table above it.
-    pub table: Oid,
-    pub max_delete_rows: i64,
-    /// None: UPDATEs are not counted.
-    pub max_update_rows: Option<i64>,
+pub const CAPABILITY: crate::registry::Capability = crate::registry::Capability {
+    triggers,
+    follow_column_rename: crate::registry::names_no_column,
+};
+
+/// The TRUNCATE guard and the update budget's trigger `relid` needs.
+fn triggers(relid: Oid, lineage: &[Oid]) -> Vec<crate::registry::Trigger> {
+    let mut triggers = before_truncate::triggers(relid, lineage);
+    triggers.extend(update_budget::triggers(relid, lineage));
+    triggers
 }
 
-/// The protection `relid` is under (declared on it or on a partitioned
-/// table above it), or None when it is not protected.
+pub use crate::table_config::Protection;
+
+/// The protection `relid` is under (declared on it or on a table above
+/// it), or None when it is not protected.
 pub fn protection(relid: Oid) -> Option<Protection> {
-    self_and_ancestors(relid).into_iter().find_map(|oid| {
-        let (delete, update) = crate::sql::two::<i64, i64>(
-            "SELECT max_delete_rows, max_update_rows FROM invariants.protected_tables WHERE tbl = $1::oid::regclass",
-            &[oid.into()],
-        );
-        delete.map(|max_delete_rows| Protection {
-            table: oid,
-            max_delete_rows,
-            max_update_rows: update,
-        })
-    })
+    TableConfig::of(relid).protection.clone()
 }
 
 pub fn is_protected(relid: Oid) -> bool {

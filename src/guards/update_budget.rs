@@ -8,9 +8,10 @@ use super::budget::{self, Kind};
 use crate::catalog::Table;
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::pinned;
-use crate::registry::{self, Level, Timing, Trigger};
+use crate::registry::Trigger;
+use pg_invariants_core::triggers;
 
-pub const TRIGGER_NAME: &str = "invariants_update_budget";
+pub const TRIGGER_NAME: &str = triggers::UPDATE_BUDGET.name;
 
 crate::c_function!(update_budget, pg_finfo_update_budget, update_budget_body);
 
@@ -29,19 +30,7 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
     if super::protection(relid).and_then(|p| p.max_update_rows).is_none() {
         return Vec::new();
     }
-    vec![Trigger {
-        name: TRIGGER_NAME.into(),
-        capability: "guards",
-        function: "update_budget",
-        args: Vec::new(),
-        timing: Timing::After,
-        events: registry::UPDATE,
-        columns: Vec::new(),
-        level: Level::Statement,
-        old_table: None,
-        new_table: Some("invariants_updated"),
-        when_old_set: None,
-    }]
+    vec![triggers::UPDATE_BUDGET.on_table()]
 }
 
 fn update_budget_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, InvariantError> {

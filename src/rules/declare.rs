@@ -8,10 +8,11 @@ use crate::catalog::{self, quote_literal, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::json_arg::JsonArg;
 use crate::privilege::{as_extension_owner, pinned};
-use crate::registry::{self, Level, Timing, Trigger};
+use crate::registry::{self, Trigger};
+use pg_invariants_core::triggers;
 use pgrx::pg_sys::Oid;
 
-pub const TRIGGER_NAME: &str = "invariants_rules";
+pub const TRIGGER_NAME: &str = triggers::RULES.name;
 
 /// Declares a rule of any kind; returns its name.
 #[pg_extern(schema = "invariants")]
@@ -41,7 +42,7 @@ fn add_rule(tbl: Option<Regclass>, name: Option<&str>, kind: Option<&str>, spec:
         let Some(spec) = spec else {
             fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument spec must not be NULL")
         };
-        let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| e.raise());
+        let spec = RuleSpec::parse(kind, &spec).unwrap_or_else(|e| InvariantError::from(e).raise());
         let name = match name {
             Some(name) => name.to_string(),
             None => fail(Code::ERRCODE_NULL_VALUE_NOT_ALLOWED, "argument name must not be NULL"),
@@ -318,7 +319,7 @@ pub(super) fn declare(table: &Table, name: &str, spec: RuleSpec) -> String {
         }
         other => other,
     };
-    let spec = spec.complete(table).unwrap_or_else(|e| e.raise());
+    let spec = super::spec::complete(spec, table).unwrap_or_else(|e| e.raise());
     let child = match &spec {
         RuleSpec::RequireCount(count) => catalog::oid_of(&count.child),
         _ => None,
@@ -366,17 +367,8 @@ pub fn triggers(relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
     columns.sort();
     columns.dedup();
     vec![Trigger {
-        name: TRIGGER_NAME.into(),
-        capability: "rules",
-        function: "enforce_rules",
-        args: Vec::new(),
-        timing: Timing::Before,
-        events: registry::INSERT | registry::UPDATE,
         columns,
-        level: Level::Row,
-        old_table: None,
-        new_table: None,
-        when_old_set: None,
+        ..triggers::RULES.on_table()
     }]
 }
 

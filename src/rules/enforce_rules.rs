@@ -9,9 +9,9 @@ use super::spec::{RuleSpec, WriteOnceMode};
 use super::values::ValueSet;
 use crate::catalog::{self, key_columns, self_and_ancestors, Column, Table};
 use crate::errors::{trigger_data, Code, InvariantError};
-use crate::fast_hash::FastSet;
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
+use pg_invariants_core::transitions::{Seen, StateGraph};
 
 crate::c_function!(enforce_rules, pg_finfo_enforce_rules, enforce);
 
@@ -43,12 +43,9 @@ enum Check {
     },
     Transitions {
         column: ColumnReader,
-        /// Every state the graph names, by position.
+        /// Every state the graph names, typed, at its position in `graph`.
         states: ValueSet,
-        /// For each state's position, the positions it may change to.
-        next: Vec<FastSet<usize>>,
-        /// The states' canonical text, by position, for messages.
-        names: Vec<String>,
+        graph: StateGraph,
     },
 }
 
@@ -176,31 +173,22 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
                 hint,
             })
         }
-        Check::Transitions {
-            column,
-            states,
-            next,
-            names,
-        } => {
-            let to = column.datum(new).map(|datum| states.position(datum));
-            let from = old.and_then(|old| column.datum(old).map(|datum| states.position(datum)));
-            let unchanged = old.is_some_and(|old| states.same(column, old, new));
-            let allowed = match (from, to) {
-                // Back to NULL only from NULL (a new row, or an old NULL).
-                (_, None) => from.is_none(),
-                _ if unchanged => true,
-                // A known state after an unknown one (or none) is an entry point.
-                (None | Some(None), Some(to)) => to.is_some(),
-                (Some(Some(from)), Some(to)) => to.is_some_and(|to| next[from].contains(&to)),
+        Check::Transitions { column, states, graph } => {
+            let seen = |row: &Row| {
+                column.datum(row).map_or(Seen::Null, |datum| {
+                    states.position(datum).map_or(Seen::Unknown, Seen::State)
+                })
             };
+            let from = old.map_or(Seen::Null, seen);
+            let unchanged = old.is_some_and(|old| states.same(column, old, new));
+            let allowed = graph.allows(from, seen(new), unchanged);
             if allowed {
                 return None;
             }
             let old_display = old.map_or("(new row)".to_string(), |old| column.display(old));
             let targets = match from {
-                Some(Some(from)) => {
-                    let mut targets: Vec<String> = next[from].iter().map(|i| format!("'{}'", names[*i])).collect();
-                    targets.sort();
+                Seen::State(from) => {
+                    let targets: Vec<String> = graph.targets(from).iter().map(|t| format!("'{t}'")).collect();
                     Some(targets.join(", "))
                         .filter(|t| !t.is_empty())
                         .unwrap_or_else(|| "none".into())
@@ -214,7 +202,7 @@ fn check(check: &Check, old: Option<&Row>, new: &Row) -> Option<Violation> {
                     old_display,
                     column.display(new)
                 ),
-                hint: if matches!(from, Some(Some(_))) {
+                hint: if matches!(from, Seen::State(_)) {
                     format!("From {old_display}, {} may change to: {targets}.", column.name)
                 } else {
                     format!("{} must be one of the states of the rule's graph.", column.name)
@@ -369,19 +357,11 @@ fn compile(relid: Oid) -> Result<CompiledRules, InvariantError> {
             RuleSpec::RequireCount(_) => continue,
             RuleSpec::AllowTransitions(s) => {
                 let (target, column) = reader(&rule, &table, &s.column)?;
-                let names = s.states();
-                let position = |state: &String| names.iter().position(|n| n == state);
-                let mut next = vec![FastSet::default(); names.len()];
-                for (from, to) in &s.graph {
-                    if let Some(from) = position(from) {
-                        next[from].extend(to.iter().filter_map(position));
-                    }
-                }
+                let graph = StateGraph::new(&s.graph);
                 Check::Transitions {
                     column,
-                    states: values(&target, &names)?,
-                    next,
-                    names,
+                    states: values(&target, &graph.names)?,
+                    graph,
                 }
             }
         };

@@ -23,6 +23,18 @@ use crate::catalog::spi;
 use crate::errors::InvariantError;
 use spec::RuleSpec;
 
+pub const CAPABILITY: crate::registry::Capability = crate::registry::Capability {
+    triggers,
+    follow_column_rename,
+};
+
+/// The row rules' trigger and the count rules' triggers `relid` needs.
+fn triggers(relid: Oid, lineage: &[Oid]) -> Vec<crate::registry::Trigger> {
+    let mut triggers = declare::triggers(relid, lineage);
+    triggers.extend(require_count::triggers(relid, lineage));
+    triggers
+}
+
 /// A stored rule.
 #[derive(Debug, Clone)]
 pub struct Rule {

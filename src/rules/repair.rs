@@ -1,6 +1,7 @@
 //! Repair: `invariants.repair()` fixes the rows that violate repairable
 //! rules, logging each row's previous image as op `REPAIR`; and
 //! `invariants.schedule_repair()` runs it from pg_cron.
+use pg_invariants_core::schedule::plausible_schedule;
 use pgrx::prelude::*;
 
 use super::spec::{repair_value_text, Params};
@@ -122,7 +123,7 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
             )
             .raise()
         };
-        let value = match repair_value_text(value).unwrap_or_else(|e| e.raise()) {
+        let value = match repair_value_text(value).unwrap_or_else(|e| InvariantError::from(e).raise()) {
             Some(text) => values::typed(&d.table, column, &[text])
                 .into_iter()
                 .next()
@@ -184,34 +185,6 @@ fn require_pg_cron() {
             .hint("Add pg_cron to shared_preload_libraries, restart, and run CREATE EXTENSION pg_cron; or call SELECT * FROM invariants.repair() from your own scheduler.")
             .raise();
     }
-}
-
-/// True for the schedules pg_cron accepts: five cron fields, a macro such
-/// as '@hourly', or 'N seconds' (1 to 59).
-fn plausible_schedule(every: &str) -> bool {
-    let every = every.trim();
-    const MACROS: [&str; 8] = [
-        "@yearly",
-        "@annually",
-        "@monthly",
-        "@weekly",
-        "@daily",
-        "@midnight",
-        "@hourly",
-        "@reboot",
-    ];
-    if MACROS.contains(&every) {
-        return true;
-    }
-    let words: Vec<&str> = every.split_whitespace().collect();
-    if let [n, unit] = words.as_slice() {
-        return matches!(*unit, "second" | "seconds") && n.parse::<u32>().is_ok_and(|n| (1..=59).contains(&n));
-    }
-    words.len() == 5
-        && words.iter().all(|w| {
-            w.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/'))
-        })
 }
 
 /// Registers `SELECT invariants.repair()` with pg_cron; returns the job id.

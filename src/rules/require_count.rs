@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::CStr;
 
+use pg_invariants_core::count_sql::{self, conjunction, param};
+use pg_invariants_core::triggers;
 use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 
@@ -20,7 +22,7 @@ use super::spec::{RequireCount, RuleSpec};
 use crate::catalog::{self, column_arg, quote_ident, quote_literal, spi, table_arg, Regclass, Table, Value};
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
-use crate::registry::{self, Level, Timing, Trigger};
+use crate::registry::{self, Trigger};
 use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 
@@ -174,31 +176,15 @@ fn referenced_columns(child: &Table, fk_columns: &[String], parent: &Table) -> O
     })
 }
 
-/// A trigger name of the rule's: `prefix` and the rule's name, cut to the 63
-/// bytes Postgres keeps, with a hash of the whole when cut, so that long
-/// names stay distinct.
-fn trigger_name(prefix: &str, rule: &str) -> String {
-    let name = format!("{prefix}{rule}");
-    if name.len() <= 63 {
-        return name;
-    }
-    let hash = crate::fast_hash::hash_str(&name);
-    let mut cut = name;
-    while cut.len() > 54 {
-        cut.pop();
-    }
-    format!("{cut}_{:08x}", hash as u32)
-}
-
 /// The trigger that notes parents changed on the parent.
 pub fn parent_trigger(rule: &str) -> String {
-    trigger_name("invariants_count_", rule)
+    triggers::COUNT_PARENT.for_rule(rule).name
 }
 
 /// The trigger that notes parents whose children changed, on the child
 /// (one per rule name: it serves every parent whose rule has that name).
 pub fn child_trigger(rule: &str) -> String {
-    trigger_name("invariants_counted_", rule)
+    triggers::COUNT_CHILD.for_rule(rule).name
 }
 
 /// The triggers that note touched parents: on a table counted by rules
@@ -215,17 +201,8 @@ pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
         };
         if lineage.contains(&rule.tbl) {
             triggers.push(Trigger {
-                name: parent_trigger(&rule.name),
-                capability: "counts",
-                function: "count_parent_changed",
-                args: vec![rule.name.clone()],
-                timing: Timing::After,
-                events: registry::INSERT | registry::UPDATE,
                 columns: vec![spec.count_column.clone()],
-                level: Level::Row,
-                old_table: None,
-                new_table: None,
-                when_old_set: None,
+                ..triggers::COUNT_PARENT.for_rule(&rule.name)
             });
         }
         if catalog::oid_of(&spec.child).is_some_and(|child| lineage.contains(&child)) {
@@ -239,17 +216,8 @@ pub fn triggers(_relid: Oid, lineage: &[Oid]) -> Vec<Trigger> {
         columns.sort();
         columns.dedup();
         triggers.push(Trigger {
-            name: child_trigger(&rule),
-            capability: "counts",
-            function: "count_child_changed",
-            args: vec![rule],
-            timing: Timing::After,
-            events: registry::INSERT | registry::DELETE | registry::UPDATE,
             columns,
-            level: Level::Row,
-            old_table: None,
-            new_table: None,
-            when_old_set: None,
+            ..triggers::COUNT_CHILD.for_rule(&rule)
         });
     }
     triggers
@@ -336,14 +304,6 @@ fn key_operators(parent: &Table, spec: &RequireCount, child: &Table) -> Option<V
             same.then(|| catalog::equality_operator(pk.type_oid)).flatten()
         })
         .collect()
-}
-
-/// `a OP b AND ...` for each column pair and operator.
-fn conjunction(pairs: impl Iterator<Item = (String, String, String)>) -> String {
-    pairs
-        .map(|(left, op, right)| format!("{left} {op} {right}"))
-        .collect::<Vec<_>>()
-        .join(" AND ")
 }
 
 /// Compiles the count rules whose triggers fire on `relid`: as the child,
@@ -438,7 +398,6 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
                 })
                 .collect()
         };
-        let param = |i: usize| format!("${}", i + 1);
         let parent_key = |i: usize| format!("p.{}", quote_ident(&spec.parent_columns[i]));
         let child_key = |i: usize| format!("c.{}", quote_ident(&spec.fk_columns[i]));
         let n = spec.parent_columns.len();
@@ -456,15 +415,8 @@ fn compile(relid: Oid, as_child: bool) -> Result<CountRules, InvariantError> {
             )
         };
         compiled.push(CompiledCount {
-            claimed_sql: format!(
-                "SELECT p.{}::pg_catalog.int8 FROM {} p WHERE {by_parent}",
-                quote_ident(&spec.count_column),
-                parent.qualified()
-            ),
-            actual_sql: format!(
-                "SELECT pg_catalog.count(*) FROM {} c WHERE {by_child}",
-                child.qualified()
-            ),
+            claimed_sql: count_sql::claimed(&spec.count_column, &parent.qualified(), &by_parent),
+            actual_sql: count_sql::actual(&child.qualified(), &by_child),
             name: rule.name,
             parent,
             child,
@@ -864,23 +816,7 @@ pub fn count_check(parent: &Table, rule: &str, spec: &RequireCount) -> Result<Co
                 .collect::<Option<Vec<_>>>()
         })
         .ok_or_else(|| format!("rule \"{rule}\" compares columns that have no equality operator"))?;
-    let n = spec.parent_columns.len();
-    let names: Vec<String> = (1..=n).map(|i| format!("k{i}")).collect();
-    let params: Vec<String> = (1..=n).map(|i| format!("pg_catalog.unnest(${i})")).collect();
-    let matches = conjunction((0..n).map(|i| {
-        (
-            format!("k.{}", names[i]),
-            operators[i].clone(),
-            format!("c.{}", quote_ident(&spec.fk_columns[i])),
-        )
-    }));
-    let counts_sql = format!(
-        "SELECT (SELECT pg_catalog.count(*) FROM {} c WHERE {matches})
-           FROM ROWS FROM ({}) WITH ORDINALITY AS k({}, n) ORDER BY k.n",
-        child.qualified(),
-        params.join(", "),
-        names.join(", ")
-    );
+    let counts_sql = count_sql::batch_counts(&child.qualified(), &spec.fk_columns, &operators);
     Ok(CountCheck {
         count_column: spec.count_column.clone(),
         parent_columns: spec.parent_columns.clone(),

@@ -28,7 +28,7 @@ impl Detectable {
     /// The condition on a row `t` its violating rows meet (row rules only).
     pub fn predicate(&self, params: &mut Params) -> Option<String> {
         let resolve = |name: &str| self.columns.iter().find(|c| c.name == name).cloned();
-        self.rule.spec.violation_predicate(&self.table, resolve, params)
+        super::spec::violation_predicate(&self.rule.spec, &self.table, resolve, params)
     }
 }
 

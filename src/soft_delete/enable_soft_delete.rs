@@ -5,11 +5,11 @@ use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
 use super::cascade_keys;
-use super::soft_delete::{APPLY_TRIGGER, CASCADE_TRIGGER, KEEP_TRIGGER, ROW_TRIGGER, UPDATE_TRIGGER};
 use crate::catalog::{invalidate, quote_ident, spi, table_arg, Regclass, Table};
 use crate::errors::{fail, Code, InvariantError};
 use crate::privilege::{as_extension_owner, pinned};
-use crate::registry::{self, Level, Timing, Trigger};
+use crate::registry::{self, Trigger};
+use pg_invariants_core::triggers;
 
 /// Makes DELETE on `tbl` set `column` to now() instead. With `cascade`, the
 /// tables that reference it through ON DELETE CASCADE (at any depth) become
@@ -215,36 +215,9 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
     let Some(column) = super::soft_delete_column(relid) else {
         return Vec::new();
     };
-    let trigger = |name: &str, function: &'static str, timing, events, columns: Vec<String>, level| Trigger {
-        name: name.into(),
-        capability: "soft delete",
-        function,
-        args: Vec::new(),
-        timing,
-        events,
-        columns,
-        level,
-        old_table: None,
-        new_table: None,
-        when_old_set: None,
-    };
-    let mut triggers = vec![
-        trigger(
-            ROW_TRIGGER,
-            "soft_delete_row",
-            Timing::Before,
-            registry::DELETE,
-            Vec::new(),
-            Level::Row,
-        ),
-        trigger(
-            APPLY_TRIGGER,
-            "soft_delete_apply",
-            Timing::After,
-            registry::DELETE,
-            Vec::new(),
-            Level::Statement,
-        ),
+    let mut needed = vec![
+        triggers::SOFT_DELETE_ROW.on_table(),
+        triggers::SOFT_DELETE_APPLY.on_table(),
     ];
     // Only partitions move rows (UPDATE of the partition key): elsewhere
     // the soft delete's own UPDATE need not pay for this trigger.
@@ -253,14 +226,7 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         &[relid.into()],
     ) == Some(true);
     if partitioned {
-        triggers.push(trigger(
-            UPDATE_TRIGGER,
-            "soft_delete_update",
-            Timing::Before,
-            registry::UPDATE,
-            Vec::new(),
-            Level::Row,
-        ));
+        needed.push(triggers::SOFT_DELETE_UPDATE.on_table());
     }
     // With its column gone, DELETE is refused by the row trigger; there is
     // nothing to cascade, and no deleted row to keep.
@@ -268,27 +234,22 @@ pub fn triggers(relid: Oid, _lineage: &[Oid]) -> Vec<Trigger> {
         // A deleted row stays deleted: an UPDATE that reaches it changes
         // nothing. Called only for such rows (the WHEN condition is
         // evaluated by the executor).
-        triggers.push(Trigger {
+        needed.push(Trigger {
             when_old_set: Some(column.clone()),
-            ..trigger(
-                KEEP_TRIGGER,
-                "soft_delete_keep",
-                Timing::Before,
-                registry::UPDATE,
-                Vec::new(),
-                Level::Row,
-            )
+            ..triggers::SOFT_DELETE_KEEP.on_table()
         });
-        triggers.push(trigger(
-            CASCADE_TRIGGER,
-            "soft_delete_cascade",
-            Timing::After,
-            registry::UPDATE,
-            vec![column],
-            Level::Statement,
-        ));
+        needed.push(Trigger {
+            columns: vec![column],
+            ..triggers::SOFT_DELETE_CASCADE.on_table()
+        });
     }
-    triggers
+    // TRUNCATE is refused (when the table is not protected: then the
+    // guards' refusal comes first).
+    needed.push(Trigger {
+        capability: "soft delete",
+        ..triggers::TRUNCATE_GUARD.on_table()
+    });
+    needed
 }
 
 /// DELETE on `tbl` deletes again. Its rows keep their deleted_at; tables

@@ -13,6 +13,8 @@
 pub mod enable_soft_delete;
 pub mod preload;
 pub mod purge;
+// Named after its triggers, invariants.soft_delete_*().
+#[allow(clippy::module_inception)]
 pub mod soft_delete;
 pub mod tree;
 pub mod undelete;
@@ -23,17 +25,17 @@ mod tests;
 use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
 
-use crate::catalog::self_and_ancestors;
+use crate::table_config::TableConfig;
 
-/// The soft-delete column of `relid` (set on it or on the partitioned table
-/// above it), or None when it is not a soft-delete table.
+pub const CAPABILITY: crate::registry::Capability = crate::registry::Capability {
+    triggers: enable_soft_delete::triggers,
+    follow_column_rename,
+};
+
+/// The soft-delete column of `relid` (set on it or on a table above it),
+/// or None when it is not a soft-delete table.
 pub fn soft_delete_column(relid: Oid) -> Option<String> {
-    self_and_ancestors(relid).into_iter().find_map(|oid| {
-        crate::sql::one::<String>(
-            "SELECT column_name FROM invariants.soft_delete_tables WHERE tbl = $1::oid::regclass",
-            &[oid.into()],
-        )
-    })
+    TableConfig::of(relid).soft_delete.as_ref().map(|s| s.column.clone())
 }
 
 pub use crate::catalog::{cascade_keys, CascadeKey};

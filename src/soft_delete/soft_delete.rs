@@ -13,6 +13,8 @@
 //! Such deletes come from Postgres' foreign-key actions, which run in a
 //! security context of their own; the row trigger checks then, as each
 //! parent's owner, whether the parent row is gone.
+use crate::table_config::TableConfig;
+use pg_invariants_core::triggers;
 use std::cell::RefCell;
 
 use pgrx::pg_sys::{self, Datum, Oid, SubTransactionId};
@@ -26,11 +28,11 @@ use crate::relcache;
 use crate::tuple::{ColumnReader, Row};
 use pgrx::datum::DatumWithOid;
 
-pub const ROW_TRIGGER: &str = "invariants_soft_delete";
-pub const UPDATE_TRIGGER: &str = "invariants_soft_delete_update";
-pub const APPLY_TRIGGER: &str = "invariants_soft_delete_apply";
-pub const CASCADE_TRIGGER: &str = "invariants_soft_delete_cascade";
-pub const KEEP_TRIGGER: &str = "invariants_soft_delete_keep";
+pub const ROW_TRIGGER: &str = triggers::SOFT_DELETE_ROW.name;
+pub const UPDATE_TRIGGER: &str = triggers::SOFT_DELETE_UPDATE.name;
+pub const APPLY_TRIGGER: &str = triggers::SOFT_DELETE_APPLY.name;
+pub const CASCADE_TRIGGER: &str = triggers::SOFT_DELETE_CASCADE.name;
+pub const KEEP_TRIGGER: &str = triggers::SOFT_DELETE_KEEP.name;
 
 pgrx::extension_sql!(
     r#"
@@ -396,11 +398,13 @@ struct CascadePlan(Vec<CascadeStep>);
 
 fn cascade_plan(relid: Oid) -> std::rc::Rc<CascadePlan> {
     relcache::get_or_build(relid, || {
-        let cascades = crate::sql::one::<bool>(
-            "SELECT bool_or(\"cascade\") FROM invariants.soft_delete_tables WHERE tbl::oid = ANY ($1)",
-            &[crate::catalog::self_and_ancestors(relid).into()],
-        );
-        let Some(parent_column) = soft_delete_column(relid).filter(|_| cascades == Some(true)) else {
+        let config = TableConfig::of(relid);
+        let Some(parent_column) = config
+            .soft_delete
+            .as_ref()
+            .filter(|s| s.cascade)
+            .map(|s| s.column.clone())
+        else {
             return CascadePlan(Vec::new());
         };
         let steps = cascade_keys(relid, true)
