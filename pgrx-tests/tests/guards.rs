@@ -63,3 +63,63 @@ fn an_application_role_cannot_lift_the_guards() {
     let rows: i64 = owner.query_one("SELECT count(*) FROM accounts", &[]).unwrap().get(0);
     assert_eq!(rows, 50);
 }
+
+/// Each session caches what is declared on a table; a declaration another
+/// session commits takes effect in it at its next statement.
+#[test]
+fn a_declaration_committed_elsewhere_is_seen_at_once() {
+    let db = TestDb::new("pgi_guard_other_session");
+    let mut app = db.client();
+    let mut admin = db.client();
+    app.batch_execute(
+        "CREATE TABLE deals (id int PRIMARY KEY, stage text, deleted_at timestamptz);
+         INSERT INTO deals SELECT g, 'open' FROM generate_series(1, 100) g;
+         SELECT invariants.enable_audit('deals');
+         DELETE FROM deals WHERE id = 100;
+         UPDATE deals SET stage = 'won' WHERE id = 99;",
+    )
+    .unwrap();
+    let logged = |c: &mut postgres::Client, op: &str| -> i64 {
+        c.query_one("SELECT count(*) FROM invariants.audit_log WHERE op = $1", &[&op])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(logged(&mut app, "UPDATE"), 0);
+    admin
+        .batch_execute(
+            "SELECT invariants.protect('deals', max_delete_rows => 5, max_update_rows => 5);
+             SELECT invariants.enable_audit('deals', updates => true);",
+        )
+        .unwrap();
+    assert_eq!(sqlstate(app.execute("DELETE FROM deals WHERE id <= 10", &[])), "54000");
+    assert_eq!(
+        sqlstate(app.execute("UPDATE deals SET stage = 'x' WHERE id <= 10", &[])),
+        "54000"
+    );
+    assert_eq!(sqlstate(app.execute("TRUNCATE deals", &[])), "55000");
+    app.execute("UPDATE deals SET stage = 'lost' WHERE id = 1", &[])
+        .unwrap();
+    assert_eq!(logged(&mut app, "UPDATE"), 1);
+    admin
+        .batch_execute(
+            "SELECT invariants.unprotect('deals');
+             SELECT invariants.enable_soft_delete('deals');",
+        )
+        .unwrap();
+    // Trigger mode: the row stays, so DELETE reports none.
+    assert_eq!(app.execute("DELETE FROM deals WHERE id <= 10", &[]).unwrap(), 0);
+    let kept: i64 = app
+        .query_one("SELECT count(*) FROM deals WHERE deleted_at IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 10, "soft-deleted, not removed");
+    admin
+        .batch_execute("SELECT invariants.disable_soft_delete('deals')")
+        .unwrap();
+    assert_eq!(app.execute("DELETE FROM deals WHERE id = 50", &[]).unwrap(), 1);
+    let left: i64 = app
+        .query_one("SELECT count(*) FROM deals WHERE id = 50", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
