@@ -18,7 +18,7 @@ CREATE TABLE campaign_prospects (
 -- The legacy data: 53 corrupt rows among 73, written before any rule existed.
 INSERT INTO campaign_prospects (campaign_id, status, contacted_at)
 SELECT 1 + i % 3, 'connection_request_sent', NULL FROM generate_series(1, 53) i
-UNION ALL SELECT 1, 'connected', now() - interval '2 days' FROM generate_series(1, 12)
+UNION ALL SELECT 1, 'connected', timestamptz '2026-03-02 09:30+00' FROM generate_series(1, 12)
 UNION ALL SELECT 2, 'pending', NULL FROM generate_series(1, 8);
 
 -- Their three rules, verbatim, as three declarations.
@@ -40,12 +40,12 @@ SELECT tbl, name, kind, detectable, repairable FROM invariants.rules;
 UPDATE campaign_prospects SET status = 'connection_request_sent' WHERE id = 70;
 \errverbose
 -- The other two rules refuse too.
-UPDATE campaign_prospects SET contacted_at = now() WHERE id = 70;
+UPDATE campaign_prospects SET contacted_at = '2026-03-04 11:00+00' WHERE id = 70;
 UPDATE campaign_prospects SET contacted_at = NULL WHERE id = 60;
 \set ON_ERROR_STOP on
 
 -- The right way passes.
-UPDATE campaign_prospects SET status = 'connection_request_sent', contacted_at = now() WHERE id = 70;
+UPDATE campaign_prospects SET status = 'connection_request_sent', contacted_at = '2026-03-04 11:00+00' WHERE id = 70;
 -- 'failed' with a timestamp is allowed, and detection agrees with that.
 UPDATE campaign_prospects SET status = 'failed' WHERE id = 70;
 
