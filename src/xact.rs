@@ -2,6 +2,8 @@
 //! waiting to be soft-deleted, parents waiting for their count check) is
 //! dropped here when a subtransaction aborts and when the transaction ends;
 //! count checks run here as the transaction commits.
+use std::cell::Cell;
+
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, SubTransactionId};
 
@@ -106,4 +108,28 @@ pub fn try_in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, CaughtError>
         Err(error)
     })
     .execute()
+}
+
+thread_local! {
+    // Set while the extension itself updates rows it logs in its own way
+    // (a repair, a soft delete, a restore): those UPDATEs are not captured
+    // again, nor counted against an update budget.
+    static OWN_UPDATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, whose UPDATEs the extension logs itself.
+pub fn own_update<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OWN_UPDATE.with(|o| o.set(self.0));
+        }
+    }
+    let _reset = Reset(OWN_UPDATE.with(|o| o.replace(true)));
+    f()
+}
+
+/// True while the extension runs UPDATEs it logs itself.
+pub fn in_own_update() -> bool {
+    OWN_UPDATE.with(Cell::get)
 }

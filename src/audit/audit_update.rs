@@ -50,7 +50,7 @@ fn audit_update_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invarian
             "invariants.audit_update() must run AFTER UPDATE ... REFERENCING OLD TABLE ... NEW TABLE ... FOR EACH STATEMENT",
         ));
     }
-    if super::in_own_update() {
+    if crate::xact::in_own_update() {
         return Ok(Datum::from(0));
     }
     // SAFETY: the trigger manager passes an open relation.

@@ -19,8 +19,6 @@ mod tests;
 #[cfg(any(test, feature = "pg_test"))]
 mod update_tests;
 
-use std::cell::Cell;
-
 use pgrx::pg_sys::Oid;
 
 use crate::table_config::TableConfig;
@@ -38,12 +36,6 @@ pub fn settings(relid: Oid) -> Option<AuditSettings> {
     TableConfig::of(relid).audit.clone()
 }
 
-/// The truncate capture limit that applies to `relid`, or None when it is
-/// not audited.
-pub fn truncate_capture_limit(relid: Oid) -> Option<i64> {
-    settings(relid).map(|s| s.truncate_capture_limit)
-}
-
 /// The columns of `relid` its audit keeps out of the log (none when it is
 /// not audited).
 pub fn excluded_columns(relid: Oid) -> Vec<String> {
@@ -59,28 +51,4 @@ pub fn follow_column_rename(relid: Oid, old: &str, new: &str) {
             &[relid.into(), old.into(), new.into()],
         ))
     });
-}
-
-thread_local! {
-    // Set while the extension itself updates rows it logs in its own way
-    // (a repair, a soft delete, a restore): those UPDATEs are not captured
-    // again, nor counted against an update budget.
-    static OWN_UPDATE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, whose UPDATEs the extension logs itself.
-pub fn own_update<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            OWN_UPDATE.with(|o| o.set(self.0));
-        }
-    }
-    let _reset = Reset(OWN_UPDATE.with(|o| o.replace(true)));
-    f()
-}
-
-/// True while the extension runs UPDATEs it logs itself.
-pub fn in_own_update() -> bool {
-    OWN_UPDATE.with(Cell::get)
 }

@@ -104,14 +104,14 @@ impl Fields {
 
 pub fn put_back(table: &Table, capture: &Capture) -> Outcome {
     if capture.parts.is_some() {
-        return crate::audit::own_update(|| revert_updates(table, capture));
+        return crate::xact::own_update(|| revert_updates(table, capture));
     }
     let fields = match fields(table, capture) {
         Ok(fields) => fields,
         Err(problem) => return Outcome::problem(capture, problem),
     };
     if capture.changes() {
-        return crate::audit::own_update(|| update_by_key(table, capture, &fields));
+        return crate::xact::own_update(|| update_by_key(table, capture, &fields));
     }
     let same_types = fields
         .targets

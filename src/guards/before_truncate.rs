@@ -10,12 +10,12 @@
 //! TRUNCATE of a table that is not audited is recorded as a `DROP` entry.
 use pgrx::pg_sys::{self, Datum};
 
-use crate::audit::truncate_capture_limit;
 use crate::audit_log::{capture, record_event, RowFlags};
 use crate::catalog::Table;
 use crate::errors::{trigger_data, Code, InvariantError};
 use crate::privilege::{as_table_owner, pinned};
 use crate::registry::Trigger;
+use crate::table_config::TableConfig;
 use pg_invariants_core::triggers;
 use pgrx::pg_sys::Oid;
 
@@ -66,9 +66,10 @@ fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
     let Some(table) = Table::lookup(relid) else {
         return Ok(Datum::from(0));
     };
-    let kind = if crate::guards::is_protected(relid) {
+    let config = TableConfig::of(relid);
+    let kind = if config.protection.is_some() {
         Some("protected table")
-    } else if crate::soft_delete::soft_delete_column(relid).is_some() {
+    } else if config.soft_delete.is_some() {
         Some("soft-delete table")
     } else {
         None
@@ -85,7 +86,7 @@ fn guard_and_capture(relid: pg_sys::Oid) -> Result<Datum, InvariantError> {
         }
         crate::guards::switch_allows("invariants.allow_truncate", &table)?;
     }
-    let Some(limit) = truncate_capture_limit(relid) else {
+    let Some(limit) = config.audit.as_ref().map(|a| a.truncate_capture_limit) else {
         // Let through by the owner's switch without a copy: recorded.
         let rows = as_table_owner(relid, || {
             crate::sql::one::<i64>(&format!("SELECT count(*) FROM ONLY {}", table.qualified()), &[])

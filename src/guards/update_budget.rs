@@ -47,7 +47,7 @@ fn update_budget_body(fcinfo: pg_sys::FunctionCallInfo) -> Result<Datum, Invaria
         ));
     }
     // A restore's or repair's own UPDATEs are its owner's deliberate work.
-    if crate::audit::in_own_update() {
+    if crate::xact::in_own_update() {
         return Ok(Datum::from(0));
     }
     // SAFETY: the running trigger's relation and transition table.

@@ -151,7 +151,7 @@ fn repair_rule(d: &Detectable) -> (i64, Vec<String>) {
         group = group_expression(d, "t"),
     );
     // Logged as REPAIR above: not captured again as an UPDATE.
-    let (fixed, mut groups): (i64, Vec<String>) = crate::audit::own_update(|| {
+    let (fixed, mut groups): (i64, Vec<String>) = crate::xact::own_update(|| {
         as_table_owner(d.table.oid, || {
             Spi::connect_mut(|client| {
                 let result = spi(client.update(&sql, None, &args));
