@@ -110,3 +110,48 @@ fn read(relid: Oid) -> TableConfig {
     });
     config
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::pg_sys::Oid;
+
+    use super::TableConfig;
+    use crate::testing::run;
+
+    fn oid(name: &str) -> Oid {
+        crate::catalog::oid_of(name).expect("the table exists")
+    }
+
+    #[pgrx::pg_test]
+    fn a_partition_takes_each_setting_from_the_nearest_table_that_declares_it() {
+        run("CREATE TABLE events (id int, k int, deleted_at timestamptz) PARTITION BY LIST (k)");
+        run("CREATE TABLE events_1 PARTITION OF events FOR VALUES IN (1) PARTITION BY LIST (id)");
+        run("CREATE TABLE events_1_1 PARTITION OF events_1 FOR VALUES IN (1)");
+        run("SELECT invariants.enable_audit('events', truncate_capture_limit => 7, exclude => ARRAY['k'])");
+        run("SELECT invariants.enable_audit('events_1', truncate_capture_limit => 9)");
+        run("SELECT invariants.protect('events', max_delete_rows => 3)");
+        let leaf = TableConfig::of(oid("events_1_1"));
+        let audit = leaf.audit.as_ref().expect("audited through events_1");
+        assert_eq!((audit.declared_on, audit.truncate_capture_limit), (oid("events_1"), 9));
+        assert!(audit.exclude.is_empty(), "the nearest declaration wins whole");
+        let protection = leaf.protection.as_ref().expect("protected through events");
+        assert_eq!((protection.table, protection.max_delete_rows), (oid("events"), 3));
+        assert!(leaf.soft_delete.is_none());
+        assert!(leaf.keeps_rows());
+        // A change in this transaction is seen at once, above and below.
+        run("SELECT invariants.enable_audit('events_1', truncate_capture_limit => 11, exclude => ARRAY['id'])");
+        run("SELECT invariants.enable_soft_delete('events', cascade => false)");
+        let leaf = TableConfig::of(oid("events_1_1"));
+        let audit = leaf.audit.as_ref().expect("audited through events_1");
+        assert_eq!((audit.declared_on, audit.truncate_capture_limit), (oid("events_1"), 11));
+        assert_eq!(audit.exclude, ["id"]);
+        let soft_delete = leaf.soft_delete.as_ref().expect("soft delete through events");
+        assert_eq!(
+            (soft_delete.column.as_str(), soft_delete.cascade),
+            ("deleted_at", false)
+        );
+        let unrelated = TableConfig::of(oid("pg_catalog.pg_class"));
+        assert!(!unrelated.keeps_rows());
+    }
+}
