@@ -79,14 +79,7 @@ pub struct AllowTransitions {
 impl AllowTransitions {
     /// Every state the graph names, as a source or a target.
     pub fn states(&self) -> Vec<String> {
-        let mut states: Vec<String> = self
-            .graph
-            .iter()
-            .flat_map(|(from, to)| std::iter::once(from.clone()).chain(to.iter().cloned()))
-            .collect();
-        states.sort();
-        states.dedup();
-        states
+        crate::transitions::states(&self.graph)
     }
 }
 

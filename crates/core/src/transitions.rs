@@ -15,6 +15,17 @@ pub enum Seen {
     State(usize),
 }
 
+/// Every state `graph` names, as a source or a target, sorted.
+pub fn states(graph: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut names: Vec<String> = graph
+        .iter()
+        .flat_map(|(from, to)| std::iter::once(from.clone()).chain(to.iter().cloned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StateGraph {
     /// Every state the graph names, as a source or a target, sorted.
@@ -25,12 +36,7 @@ pub struct StateGraph {
 
 impl StateGraph {
     pub fn new(graph: &BTreeMap<String, Vec<String>>) -> StateGraph {
-        let mut names: Vec<String> = graph
-            .iter()
-            .flat_map(|(from, to)| std::iter::once(from.clone()).chain(to.iter().cloned()))
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = states(graph);
         let position = |state: &String| names.binary_search(state).ok();
         let mut next = vec![FastSet::default(); names.len()];
         for (from, to) in graph {

@@ -234,19 +234,6 @@ impl Declared {
             ..self.on_table()
         }
     }
-
-    /// True when a trigger called `name` is one of this kind.
-    pub fn names(&self, name: &str) -> bool {
-        if self.args_name_it() {
-            name.starts_with(self.name)
-        } else {
-            name == self.name
-        }
-    }
-
-    fn args_name_it(&self) -> bool {
-        self.name.ends_with('_')
-    }
 }
 
 /// `prefix` and a rule's name, cut to the 63 bytes Postgres keeps, with a
@@ -377,8 +364,8 @@ mod tests {
                 assert_ne!(a.function, b.function);
             }
         }
-        assert!(COUNT_PARENT.names(&COUNT_PARENT.for_rule("x").name));
-        assert!(!RULES.names("invariants_rules2"));
+        assert_eq!(COUNT_PARENT.for_rule("x").name, "invariants_count_x");
+        assert_eq!(COUNT_PARENT.for_rule("x").args, ["x"]);
     }
 
     #[test]
