@@ -22,7 +22,7 @@ rounds=${2:-3}
 . "$(dirname "$0")/common.sh"
 bench_start
 
-columns="id bigint PRIMARY KEY, n int, a text, b text, c text, t1 timestamptz, t2 timestamptz"
+columns=$audit_columns
 bench_sql -q <<SQL
 CREATE TABLE log_jsonb (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(),
                         txid xid8 NOT NULL DEFAULT pg_current_xact_id(), tbl regclass, row_data jsonb);
@@ -130,8 +130,7 @@ for round in $(seq 1 "$rounds"); do
   if [ "$round" = 1 ]; then
     bytes_emaj=$(bench_sql -tA -c "SELECT pg_total_relation_size('d_emaj_log') / $rows")
     bytes_jsonb=$(bench_sql -tA -c "SELECT pg_total_relation_size('log_jsonb') / $rows")
-    bytes_ours=$(bench_sql -tA -c "SELECT (pg_total_relation_size('invariants.audit_capture')
-                                          + pg_total_relation_size('invariants.audit_rows')) / $rows")
+    bytes_ours=$(audit_log_bytes_per_row "$rows")
   fi
   empty_logs
   for size in "${sizes[@]}"; do

@@ -15,7 +15,7 @@ rounds=${2:-3}
 . "$(dirname "$0")/common.sh"
 bench_start
 
-columns="id bigint PRIMARY KEY, n int, a text, b text, c text, t1 timestamptz, t2 timestamptz"
+columns=$audit_columns
 variants=(plain row stmt ours)
 for v in "${variants[@]}"; do
   bench_sql -q -c "CREATE TABLE u_$v ($columns)"
@@ -63,8 +63,7 @@ for round in $(seq 1 "$rounds"); do
   if [ "$round" = 1 ]; then
     bytes_row=$(bench_sql -tA -c "SELECT pg_total_relation_size('log_row') / $rows")
     bytes_stmt=$(bench_sql -tA -c "SELECT pg_total_relation_size('log_stmt') / $rows")
-    bytes_ours=$(bench_sql -tA -c "SELECT (pg_total_relation_size('invariants.audit_capture')
-                                          + pg_total_relation_size('invariants.audit_rows')) / $rows")
+    bytes_ours=$(audit_log_bytes_per_row "$rows")
   fi
   times[revert]+="$(time_ms "SELECT * FROM invariants.restore('$(last_txid)')" u_ours) "
   reverted=$(bench_sql -tA -c "SELECT count(*) FROM u_ours WHERE n = id % 1000")

@@ -28,6 +28,16 @@ END $$;
 SQL
 }
 
+# The audit benchmarks' table: a bigint key, an int, three text and two
+# timestamptz columns.
+audit_columns="id bigint PRIMARY KEY, n int, a text, b text, c text, t1 timestamptz, t2 timestamptz"
+
+# audit_log_bytes_per_row ROWS: the size of pg_invariants' log over ROWS.
+audit_log_bytes_per_row() {
+  bench_sql -tA -c "SELECT (pg_total_relation_size('invariants.audit_capture')
+                            + pg_total_relation_size('invariants.audit_rows')) / $1"
+}
+
 bench_sql() { psql -X -h "$bench_dir" -p "$bench_port" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 # time_ms SQL [TABLE]: milliseconds taken by SQL, run after a VACUUM (of

@@ -116,3 +116,18 @@ pub fn sqlstate(result: Result<impl Sized, postgres::Error>) -> String {
             .unwrap_or_else(|| format!("no SQLSTATE: {e}")),
     }
 }
+
+/// The single value (a count, a bigint) of a query that returns one row.
+pub fn one(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// The version of pg_invariants installed in the database.
+pub fn installed_version(c: &mut Client) -> String {
+    c.query_one(
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_invariants'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}

@@ -1,12 +1,7 @@
 //! Rules and count rules that no session setting, rename or type can fool,
 //! and errors exact everywhere: each case as a real client sees it.
-use pg_invariants_client_tests::{fresh_role, sqlstate, TestDb};
+use pg_invariants_client_tests::{fresh_role, one, sqlstate, TestDb};
 use postgres::error::DbError;
-use postgres::Client;
-
-fn one(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).unwrap().get(0)
-}
 
 fn db_error(result: Result<impl Sized, postgres::Error>) -> DbError {
     match result {

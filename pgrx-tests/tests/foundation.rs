@@ -1,6 +1,6 @@
 //! The extension installs and drops cleanly, its tables are closed to
 //! ordinary roles, and a client reads every field of its errors.
-use pg_invariants_client_tests::{fresh_role, sqlstate, TestDb};
+use pg_invariants_client_tests::{fresh_role, installed_version, sqlstate, TestDb};
 
 #[test]
 fn extension_installs_and_drops_cleanly() {
@@ -22,13 +22,7 @@ fn extension_installs_and_drops_cleanly() {
         .get(0);
     assert_eq!(schemas, 0, "DROP EXTENSION leaves no schema behind");
     c.batch_execute("CREATE EXTENSION pg_invariants").unwrap();
-    let version: String = c
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_invariants'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let version = installed_version(&mut c);
     assert!(!version.is_empty());
 }
 

@@ -1,6 +1,6 @@
 //! Guards seen from real sessions: the delete budget is per transaction,
 //! and an application role cannot switch the guards off.
-use pg_invariants_client_tests::{fresh_role, sqlstate, TestDb};
+use pg_invariants_client_tests::{fresh_role, one, sqlstate, TestDb};
 
 #[test]
 fn the_delete_budget_resets_in_the_next_transaction() {
@@ -79,12 +79,8 @@ fn a_declaration_committed_elsewhere_is_seen_at_once() {
          UPDATE deals SET stage = 'won' WHERE id = 99;",
     )
     .unwrap();
-    let logged = |c: &mut postgres::Client, op: &str| -> i64 {
-        c.query_one("SELECT count(*) FROM invariants.audit_log WHERE op = $1", &[&op])
-            .unwrap()
-            .get(0)
-    };
-    assert_eq!(logged(&mut app, "UPDATE"), 0);
+    let updates_logged = "SELECT count(*) FROM invariants.audit_log WHERE op = 'UPDATE'";
+    assert_eq!(one(&mut app, updates_logged), 0);
     admin
         .batch_execute(
             "SELECT invariants.protect('deals', max_delete_rows => 5, max_update_rows => 5);
@@ -99,7 +95,7 @@ fn a_declaration_committed_elsewhere_is_seen_at_once() {
     assert_eq!(sqlstate(app.execute("TRUNCATE deals", &[])), "55000");
     app.execute("UPDATE deals SET stage = 'lost' WHERE id = 1", &[])
         .unwrap();
-    assert_eq!(logged(&mut app, "UPDATE"), 1);
+    assert_eq!(one(&mut app, updates_logged), 1);
     admin
         .batch_execute(
             "SELECT invariants.unprotect('deals');
@@ -108,18 +104,12 @@ fn a_declaration_committed_elsewhere_is_seen_at_once() {
         .unwrap();
     // Trigger mode: the row stays, so DELETE reports none.
     assert_eq!(app.execute("DELETE FROM deals WHERE id <= 10", &[]).unwrap(), 0);
-    let kept: i64 = app
-        .query_one("SELECT count(*) FROM deals WHERE deleted_at IS NOT NULL", &[])
-        .unwrap()
-        .get(0);
+    let kept = one(&mut app, "SELECT count(*) FROM deals WHERE deleted_at IS NOT NULL");
     assert_eq!(kept, 10, "soft-deleted, not removed");
     admin
         .batch_execute("SELECT invariants.disable_soft_delete('deals')")
         .unwrap();
     assert_eq!(app.execute("DELETE FROM deals WHERE id = 50", &[]).unwrap(), 1);
-    let left: i64 = app
-        .query_one("SELECT count(*) FROM deals WHERE id = 50", &[])
-        .unwrap()
-        .get(0);
+    let left = one(&mut app, "SELECT count(*) FROM deals WHERE id = 50");
     assert_eq!(left, 0);
 }

@@ -1,12 +1,8 @@
 //! No silent loss: every way a row can leave a protected, audited or
 //! soft-delete table is captured or refused, and what the owner's switch
 //! lets through is recorded.
-use pg_invariants_client_tests::{sqlstate, TestDb};
+use pg_invariants_client_tests::{one, sqlstate, TestDb};
 use postgres::Client;
-
-fn one(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).unwrap().get(0)
-}
 
 /// Entries the log holds for a table, by op.
 fn logged(c: &mut Client, table: &str, op: &str) -> i64 {

@@ -1,7 +1,7 @@
 //! Soft delete with the library in shared_preload_libraries: clients see a
 //! soft delete as the delete it was meant to be (command tag, affected rows,
 //! RETURNING), in every way a DELETE reaches the table.
-use pg_invariants_client_tests::TestDb;
+use pg_invariants_client_tests::{one, TestDb};
 use postgres::Client;
 
 fn incident(name: &str) -> (TestDb, Client) {
@@ -18,10 +18,6 @@ fn incident(name: &str) -> (TestDb, Client) {
     )
     .unwrap();
     (db, c)
-}
-
-fn one(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).unwrap().get(0)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! everything declared before still works.
 use std::process::Command;
 
-use pg_invariants_client_tests::{bin, fresh_role, host, port, sqlstate, TestDb};
+use pg_invariants_client_tests::{bin, fresh_role, host, installed_version, one, port, sqlstate, TestDb};
 use postgres::Client;
 
 /// The extension's catalog, one line per object: functions with their
@@ -70,10 +70,6 @@ fn catalog(c: &mut Client) -> Vec<String> {
     c.query(CATALOG, &[]).unwrap().iter().map(|r| r.get(0)).collect()
 }
 
-fn one(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).unwrap().get(0)
-}
-
 #[test]
 fn an_updated_0_1_0_database_equals_a_fresh_install_and_keeps_working() {
     // The extension owner let an auditor read the log and prune it.
@@ -104,23 +100,11 @@ fn an_updated_0_1_0_database_equals_a_fresh_install_and_keeps_working() {
         .expect("run psql");
     assert!(status.success(), "the 0.1.0 database loads");
     let mut c = old.client();
-    let version: String = c
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_invariants'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let version = installed_version(&mut c);
     assert_eq!(version, "0.1.0");
     c.batch_execute(grants).unwrap();
     c.batch_execute("ALTER EXTENSION pg_invariants UPDATE").unwrap();
-    let version: String = c
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_invariants'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let version = installed_version(&mut c);
     assert_eq!(version, "0.2.0");
     let updated = catalog(&mut c);
     let missing: Vec<&String> = expected.iter().filter(|l| !updated.contains(l)).collect();
